@@ -1,0 +1,3 @@
+"""Alert rules and alerts (the alert engine issue fills this app)."""
+
+from __future__ import annotations

@@ -1,0 +1,78 @@
+"""Bedside devices and the vital-sign observations they post."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.db import models
+
+from monitoring.vitals import CODE_CHOICES
+from patients.models import Bed, Patient
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a device token, as stored and looked up.
+
+    Tokens are 256-bit random values, so a fast hash is enough (no dictionary to attack) and
+    keeps the per-request lookup to one indexed equality.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Device(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    serial = models.CharField(max_length=64, unique=True)
+    manufacturer = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    bed = models.ForeignKey(
+        Bed, on_delete=models.SET_NULL, null=True, blank=True, related_name="devices"
+    )
+    active = models.BooleanField(default=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Only the digest is kept; the plain token is shown once when issued or rotated.
+    token_digest = models.CharField(max_length=64, unique=True, null=True, editable=False)
+    token_hint = models.CharField(
+        max_length=12, blank=True, editable=False, help_text="First characters of the token."
+    )
+    token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["serial"]
+
+    def __str__(self) -> str:
+        return self.serial
+
+    @property
+    def has_token(self) -> bool:
+        return self.token_digest is not None
+
+
+class Observation(models.Model):
+    """One vital-sign reading, in the catalogue's canonical UCUM unit.
+
+    ``patient`` is empty when the device had no bed or its bed no admitted patient at
+    ``observed_at``: the reading is kept all the same, for administrators to see.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="observations")
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="observations"
+    )
+    code = models.CharField(max_length=32, choices=CODE_CHOICES)
+    value = models.FloatField()
+    unit = models.CharField(max_length=16)
+    observed_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # Serves both "latest value per patient and code" (a backward index scan per code)
+            # and "one patient's code over a time range".
+            models.Index(fields=["patient", "code", "observed_at"], name="obs_patient_code_time"),
+            models.Index(fields=["device", "observed_at"], name="obs_device_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} at {self.observed_at:%Y-%m-%d %H:%M:%S}"

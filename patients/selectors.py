@@ -1,0 +1,57 @@
+"""Reads of wards, beds and patients, always scoped to the user who asks."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+
+from patients.models import Admission, Bed, Ward
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def user_sees_all_wards(*, user: User) -> bool:
+    """Administrators (superusers, or holders of ``patients.view_all_wards``) see every ward."""
+    return bool(user.is_active and user.has_perm("patients.view_all_wards"))
+
+
+def wards_visible_to(*, user: User) -> QuerySet[Ward]:
+    if not user.is_authenticated or not user.is_active:
+        return Ward.objects.none()
+    if user_sees_all_wards(user=user):
+        return Ward.objects.all()
+    return Ward.objects.filter(accesses__user=user)
+
+
+def ward_visible_to(*, user: User, ward_code: str) -> Ward | None:
+    return wards_visible_to(user=user).filter(code=ward_code).first()
+
+
+def beds_with_current_admission(*, ward: Ward) -> QuerySet[Bed]:
+    """The ward's beds, each with ``current_admissions`` (0 or 1 open admission, with patient)."""
+    open_admissions = Admission.objects.filter(discharged_at__isnull=True).select_related(
+        "patient"
+    )
+    return (
+        Bed.objects.filter(ward=ward)
+        .order_by("label")
+        .prefetch_related(
+            Prefetch("admissions", queryset=open_admissions, to_attr="current_admissions")
+        )
+    )
+
+
+def admission_open_in_bed_at(*, bed_id: int, at: object) -> QuerySet[Admission]:
+    """The admission occupying ``bed_id`` at time ``at`` (at most one row by construction)."""
+    return Admission.objects.filter(bed_id=bed_id, admitted_at__lte=at).exclude(
+        discharged_at__lte=at
+    )
+
+
+def open_admission_subquery(*, field: str) -> Subquery:
+    """A subquery over Patient rows giving ``field`` of the patient's open admission."""
+    return Subquery(
+        Admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True).values(field)[
+            :1
+        ]
+    )

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from portal import views
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", views.ward_list, name="ward-list"),
+    path("wards/<slug:ward_code>/", views.ward_dashboard, name="ward-dashboard"),
+]
