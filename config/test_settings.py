@@ -9,7 +9,9 @@ import os
 
 os.environ.setdefault("PORTAL_MODE", "test")
 os.environ.setdefault("DATABASE_URL", "mysql://root@127.0.0.1:3306/portal")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Database 9 keeps the suite apart from a developer's running portal (db 0): the suite
+# flushes it between tests.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", "portal-test")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
 
