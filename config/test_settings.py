@@ -1,6 +1,7 @@
 """Settings for the test suite: the real MariaDB and Redis, never SQLite or in-memory fakes.
 
-Defaults point at the local servers; DATABASE_URL and REDIS_URL override them.
+Defaults point at the local servers; DATABASE_URL (Django tests in test_<name>) and
+TEST_REDIS_URL override them.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import os
 
 os.environ.setdefault("PORTAL_MODE", "test")
 os.environ.setdefault("DATABASE_URL", "mysql://root@127.0.0.1:3306/portal")
-# Database 9 keeps the suite apart from a developer's running portal (db 0): the suite
-# flushes it between tests.
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+# The suite flushes its Redis database between tests, so it never takes REDIS_URL (a running
+# portal's database) but TEST_REDIS_URL, by default database 9 of the local server.
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", "portal-test")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
 
