@@ -34,7 +34,7 @@ if PORTAL_MODE not in {"production", "development", "test"}:
 IS_PRODUCTION = PORTAL_MODE == "production"
 
 # The one development key. Production refuses it, so it can never protect real sessions.
-DEVELOPMENT_SECRET_KEY = "development-only-secret-key-never-use-in-production-0123456789"
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-never-use-in-production-0123456789"  # noqa: S105
 
 
 def _secret_key() -> str:
@@ -62,7 +62,9 @@ def _refuse_unsafe_production() -> None:
     if DEBUG:
         problems.append("DEBUG must be off")
     if not SECRET_KEY or SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50:
-        problems.append("SECRET_KEY (or SECRET_KEY_FILE) must hold a random secret of 50+ characters")
+        problems.append(
+            "SECRET_KEY (or SECRET_KEY_FILE) must hold a random secret of 50+ characters"
+        )
     if not ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS must name the hosts the portal is served as")
     if not DATABASE_URL.startswith("mysql"):
@@ -148,7 +150,10 @@ def _database(url: str) -> dict[str, Any]:
         }
     elif config["ENGINE"] == "django.db.backends.sqlite3":
         Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-        config["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        }
     return config
 
 
@@ -189,7 +194,10 @@ CELERY_TIMEZONE = "UTC"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]

@@ -16,4 +16,4 @@ os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:63
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", "portal-test")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
 
-from config.settings import *  # noqa: E402, F403
+from config.settings import *  # noqa: F403

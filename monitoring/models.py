@@ -31,7 +31,10 @@ class Device(models.Model):
     active = models.BooleanField(default=True)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Only the digest is kept; the plain token is shown once when issued or rotated.
-    token_digest = models.CharField(max_length=64, unique=True, null=True, editable=False)
+    # NULL (not "") when no token is issued: a unique index allows many NULLs, not many "".
+    token_digest = models.CharField(  # noqa: DJ001
+        max_length=64, unique=True, null=True, editable=False
+    )
     token_hint = models.CharField(
         max_length=12, blank=True, editable=False, help_text="First characters of the token."
     )

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from monitoring.models import Device, token_digest
 
-TOKEN_PREFIX = "dev_"
+TOKEN_PREFIX = "dev_"  # noqa: S105 - a recognisable prefix, not a secret
 
 
 @transaction.atomic

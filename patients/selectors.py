@@ -29,9 +29,7 @@ def ward_visible_to(*, user: User, ward_code: str) -> Ward | None:
 
 def beds_with_current_admission(*, ward: Ward) -> QuerySet[Bed]:
     """The ward's beds, each with ``current_admissions`` (0 or 1 open admission, with patient)."""
-    open_admissions = Admission.objects.filter(discharged_at__isnull=True).select_related(
-        "patient"
-    )
+    open_admissions = Admission.objects.filter(discharged_at__isnull=True).select_related("patient")
     return (
         Bed.objects.filter(ward=ward)
         .order_by("label")

@@ -102,9 +102,7 @@ def admission_transfer(*, admission: Admission, to_bed: Bed) -> Admission:
         with transaction.atomic():
             _refuse_if_taken(patient=admission.patient, bed=to_bed, ignoring=admission)
             now = timezone.now()
-            admission_discharge(
-                admission=admission, at=now, reason=Admission.EndReason.TRANSFERRED
-            )
+            admission_discharge(admission=admission, at=now, reason=Admission.EndReason.TRANSFERRED)
             return Admission.objects.create(patient=admission.patient, bed=to_bed, admitted_at=now)
     except IntegrityError as error:
         raise _refusal_from(error) from error
