@@ -14,11 +14,24 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from monitoring.asgi import DeviceIngestApplication  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+
+INGEST_PATH = "/api/v1/ingest/"
+device_ingest_app = DeviceIngestApplication()
+
+
+async def http_application(scope: dict, receive: object, send: object) -> None:
+    """Devices get the lean path; everything else the full Django stack."""
+    if scope["path"] == INGEST_PATH:
+        await device_ingest_app(scope, receive, send)
+    else:
+        await django_asgi_app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

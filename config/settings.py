@@ -47,7 +47,8 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG: bool = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list(
-    "ALLOWED_HOSTS", default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]"]
+    "ALLOWED_HOSTS",
+    default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
 )
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -191,6 +192,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = 50
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+
+# Device ingestion (monitoring/api.py, monitoring/writer.py).
+INGEST_WRITER_THREADS: int = env.int("INGEST_WRITER_THREADS", default=4)
+INGEST_RATE_PER_SECOND: float = env.float("INGEST_RATE_PER_SECOND", default=10.0)
+INGEST_BURST: float = env.float("INGEST_BURST", default=30.0)
+INGEST_MAX_PENDING: int = env.int("INGEST_MAX_PENDING", default=2000)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

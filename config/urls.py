@@ -5,11 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from monitoring.api import ingest
+
 admin.site.site_header = "Ward portal administration"
 admin.site.site_title = "Ward portal admin"
 admin.site.index_title = "Hospital administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Served through config.asgi's lean path (no middleware); listed here so the URL resolves.
+    path("api/v1/ingest/", ingest, name="ingest"),
     path("", include("portal.urls")),
 ]

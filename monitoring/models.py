@@ -52,6 +52,38 @@ class Device(models.Model):
         return self.token_digest is not None
 
 
+class IngestMessage(models.Model):
+    """One message a device posted: the idempotency record and the evaluation marker.
+
+    ``(device, message_id)`` is unique, so a retried or duplicated message is stored once;
+    ``response`` is what the device was told, replayed byte for byte on a retry.
+    ``evaluated_at`` stays empty until the alert engine has evaluated the message's readings:
+    it is the durable marker the catch-up task uses when the broker was unreachable.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="messages")
+    message_id = models.CharField(max_length=255)
+    body_digest = models.CharField(max_length=64)
+    response = models.JSONField()
+    observation_count = models.PositiveIntegerField()
+    received_at = models.DateTimeField()
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "message_id"], name="ingest_message_unique_per_device"
+            ),
+        ]
+        indexes = [
+            # The catch-up scans "not yet evaluated, oldest first".
+            models.Index(fields=["evaluated_at", "id"], name="ingest_msg_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}:{self.message_id}"
+
+
 class Observation(models.Model):
     """One vital-sign reading, in the catalogue's canonical UCUM unit.
 
@@ -63,11 +95,22 @@ class Observation(models.Model):
     patient = models.ForeignKey(
         Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="observations"
     )
+    message = models.ForeignKey(
+        IngestMessage,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="observations",
+        help_text="The device message that carried the reading (empty when entered by staff).",
+    )
     code = models.CharField(max_length=32, choices=CODE_CHOICES)
     value = models.FloatField()
     unit = models.CharField(max_length=16)
     observed_at = models.DateTimeField()
     received_at = models.DateTimeField()
+    # Set by the device when it knows the value is unreliable (motion, probe off): stored for
+    # the record, never alarmed on.
+    artifact = models.BooleanField(default=False)
 
     class Meta:
         indexes = [

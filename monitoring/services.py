@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from monitoring.models import Device, token_digest
+from monitoring.ingestion import DeviceMessage, Reading
+from monitoring.models import Device, IngestMessage, Observation, token_digest
+from patients.selectors import admission_open_in_bed_during
 
 TOKEN_PREFIX = "dev_"  # noqa: S105 - a recognisable prefix, not a secret
 
@@ -32,3 +39,210 @@ def device_token_revoke(*, device: Device) -> None:
     device.token_hint = ""
     device.token_issued_at = None
     device.save(update_fields=["token_digest", "token_hint", "token_issued_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedMessage:
+    """What a committed message changed, for the after-commit hooks (push, evaluation)."""
+
+    message_pk: int
+    device_pk: int
+    ward_code: str | None
+    bed_public_id: str | None
+    # The newest reading of each code, per patient public id (None: no patient).
+    latest: dict[str | None, dict[str, Reading]]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    status: int
+    body: dict[str, Any]
+    recorded: RecordedMessage | None = None  # None when nothing new was stored
+
+
+def message_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+_DEVICE_FIELDS = ("pk", "active", "bed_id", "bed__public_id", "bed__ward__code", "last_seen_at")
+# last_seen_at moves at most this often per device, so a device posting at 1 Hz costs no extra
+# UPDATE per message; the offline alarm's timeout is far longer.
+LAST_SEEN_RESOLUTION = dt.timedelta(seconds=5)
+_DEADLOCK = 1213  # ER_LOCK_DEADLOCK
+
+
+def device_for_token(*, digest: str) -> dict[str, Any] | None:
+    return Device.objects.filter(token_digest=digest).values(*_DEVICE_FIELDS).first()
+
+
+def observations_record(
+    *, token_digest: str, message: DeviceMessage, body_digest: str, now: dt.datetime
+) -> RecordOutcome:
+    """Store one device message: idempotency record and readings, in one transaction.
+
+    Invariants: a reading is stored only with its message's idempotency row, in the same
+    commit; ``(device, message_id)`` is unique, so a retry (even a simultaneous one) stores
+    nothing and gets the original response; a different body under a used id is refused.
+    Readings whose bed has no admitted patient at ``observed_at`` are stored without patient.
+    """
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                return _record(
+                    token_digest=token_digest, message=message, body_digest=body_digest, now=now
+                )
+        except IntegrityError as error:
+            # A simultaneous identical request committed first: go round once more and the
+            # replay branch answers with its response.
+            if "ingest_message_unique_per_device" not in str(error) or attempt == attempts:
+                raise
+        except OperationalError as error:
+            # InnoDB rolled a deadlock victim back whole, so trying again is safe.
+            if not error.args or error.args[0] != _DEADLOCK or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(
+    *, token_digest: str, message: DeviceMessage, body_digest: str, now: dt.datetime
+) -> RecordOutcome:
+    device = device_for_token(digest=token_digest)
+    if device is None or not device["active"]:
+        return RecordOutcome(401, device_refusal_body(device))
+
+    previous = (
+        IngestMessage.objects.filter(device_id=device["pk"], message_id=message.message_id)
+        .values("body_digest", "response")
+        .first()
+    )
+    if previous is not None:
+        if previous["body_digest"] == body_digest:
+            return RecordOutcome(201, previous["response"])
+        return RecordOutcome(
+            422,
+            {
+                "code": "message_id_conflict",
+                "detail": "This message_id was already used for a different message; a retry "
+                "must resend the same body, a new message needs a new message_id.",
+                "field": "message_id",
+            },
+        )
+
+    last_seen = device["last_seen_at"]
+    if last_seen is None or now - last_seen >= LAST_SEEN_RESOLUTION:
+        # Before the inserts: the message row's foreign key takes a shared lock on the device
+        # row, so updating the device after it deadlocks against a simultaneous retry.
+        Device.objects.filter(pk=device["pk"]).update(last_seen_at=now)
+
+    patients = _patients_by_reading(bed_id=device["bed_id"], readings=message.readings)
+    newest = max(range(len(message.readings)), key=lambda i: message.readings[i].observed_at)
+    unassigned = sum(1 for p in patients if p is None)
+    newest_patient = patients[newest]
+    response: dict[str, Any] = {
+        "message_id": message.message_id,
+        "accepted": len(message.readings),
+        "patient": str(newest_patient[1]) if newest_patient else None,
+    }
+    if unassigned:
+        response["unassigned"] = unassigned
+        response["warning"] = (
+            f"{unassigned} reading(s) stored without a patient: the device has no bed or no "
+            "patient was admitted to its bed at observed_at. Administrators can see them."
+        )
+    ingest_message = IngestMessage.objects.create(
+        device_id=device["pk"],
+        message_id=message.message_id,
+        body_digest=body_digest,
+        response=response,
+        observation_count=len(message.readings),
+        received_at=now,
+    )
+    _readings_insert(
+        device_pk=device["pk"],
+        message_pk=ingest_message.pk,
+        readings=message.readings,
+        patients=[p[0] if p else None for p in patients],
+        received_at=now,
+    )
+    latest: dict[str | None, dict[str, Reading]] = {}
+    for reading, patient in zip(message.readings, patients, strict=True):
+        by_code = latest.setdefault(str(patient[1]) if patient else None, {})
+        current = by_code.get(reading.code)
+        if current is None or reading.observed_at >= current.observed_at:
+            by_code[reading.code] = reading
+    recorded = RecordedMessage(
+        message_pk=ingest_message.pk,
+        device_pk=device["pk"],
+        ward_code=device["bed__ward__code"],
+        bed_public_id=str(device["bed__public_id"]) if device["bed__public_id"] else None,
+        latest=latest,
+    )
+    return RecordOutcome(201, response, recorded)
+
+
+def device_refusal_body(device: dict[str, Any] | None) -> dict[str, Any]:
+    if device is None:
+        return {"code": "invalid_credentials", "detail": "Unknown or revoked device token."}
+    return {"code": "device_inactive", "detail": "This device is deactivated."}
+
+
+def _patients_by_reading(
+    *, bed_id: int | None, readings: tuple[Reading, ...]
+) -> list[tuple[int, uuid.UUID] | None]:
+    """For each reading, (patient pk, public id) of the bed's admission at observed_at."""
+    if bed_id is None:
+        return [None] * len(readings)
+    earliest = min(r.observed_at for r in readings)
+    latest = max(r.observed_at for r in readings)
+    stays = list(
+        admission_open_in_bed_during(bed_id=bed_id, start=earliest, end=latest).values_list(
+            "admitted_at", "discharged_at", "patient_id", "patient__public_id"
+        )
+    )
+    result: list[tuple[int, uuid.UUID] | None] = []
+    for reading in readings:
+        match = None
+        for admitted_at, discharged_at, patient_pk, public_id in stays:
+            if admitted_at <= reading.observed_at and (
+                discharged_at is None or reading.observed_at < discharged_at
+            ):
+                match = (patient_pk, public_id)
+                break
+        result.append(match)
+    return result
+
+
+def _readings_insert(
+    *,
+    device_pk: int,
+    message_pk: int,
+    readings: tuple[Reading, ...],
+    patients: list[int | None],
+    received_at: dt.datetime,
+) -> None:
+    # One multi-row INSERT (mysqlclient batches executemany) rather than the ORM's
+    # bulk_create, which builds the SQL in Python at about a third of the speed (perf-facts).
+    ops = connection.ops
+    received = ops.adapt_datetimefield_value(received_at)
+    rows = [
+        (
+            device_pk,
+            patient,
+            message_pk,
+            reading.code,
+            reading.value,
+            reading.unit,
+            ops.adapt_datetimefield_value(reading.observed_at),
+            received,
+            reading.artifact,
+        )
+        for reading, patient in zip(readings, patients, strict=True)
+    ]
+    table = connection.ops.quote_name(Observation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (device_id, patient_id, message_id, code, value, unit,"  # noqa: S608 - table name from model metadata
+            " observed_at, received_at, artifact) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )

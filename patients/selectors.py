@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
@@ -39,10 +41,12 @@ def beds_with_current_admission(*, ward: Ward) -> QuerySet[Bed]:
     )
 
 
-def admission_open_in_bed_at(*, bed_id: int, at: object) -> QuerySet[Admission]:
-    """The admission occupying ``bed_id`` at time ``at`` (at most one row by construction)."""
-    return Admission.objects.filter(bed_id=bed_id, admitted_at__lte=at).exclude(
-        discharged_at__lte=at
+def admission_open_in_bed_during(
+    *, bed_id: int, start: datetime, end: datetime
+) -> QuerySet[Admission]:
+    """The admissions that occupied ``bed_id`` at some moment of [start, end]."""
+    return Admission.objects.filter(bed_id=bed_id, admitted_at__lte=end).exclude(
+        discharged_at__lte=start
     )
 
 

@@ -6,48 +6,117 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('patients', '0001_initial'),
+        ("patients", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Device',
+            name="Device",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('serial', models.CharField(max_length=64, unique=True)),
-                ('manufacturer', models.CharField(blank=True, max_length=100)),
-                ('model', models.CharField(blank=True, max_length=100)),
-                ('active', models.BooleanField(default=True)),
-                ('last_seen_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('token_digest', models.CharField(editable=False, max_length=64, null=True, unique=True)),
-                ('token_hint', models.CharField(blank=True, editable=False, help_text='First characters of the token.', max_length=12)),
-                ('token_issued_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('bed', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='devices', to='patients.bed')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("serial", models.CharField(max_length=64, unique=True)),
+                ("manufacturer", models.CharField(blank=True, max_length=100)),
+                ("model", models.CharField(blank=True, max_length=100)),
+                ("active", models.BooleanField(default=True)),
+                ("last_seen_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "token_digest",
+                    models.CharField(editable=False, max_length=64, null=True, unique=True),
+                ),
+                (
+                    "token_hint",
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        help_text="First characters of the token.",
+                        max_length=12,
+                    ),
+                ),
+                ("token_issued_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "bed",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="devices",
+                        to="patients.bed",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['serial'],
+                "ordering": ["serial"],
             },
         ),
         migrations.CreateModel(
-            name='Observation',
+            name="Observation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(choices=[('8867-4', 'Heart rate (8867-4)'), ('9279-1', 'Respiratory rate (9279-1)'), ('59408-5', 'Oxygen saturation (pulse oximetry) (59408-5)'), ('8480-6', 'Systolic blood pressure (8480-6)'), ('8462-4', 'Diastolic blood pressure (8462-4)'), ('8478-0', 'Mean arterial pressure (8478-0)'), ('8310-5', 'Body temperature (8310-5)'), ('local-supplemental-o2', 'Air or supplemental oxygen (local-supplemental-o2)'), ('local-acvpu', 'Level of consciousness (ACVPU) (local-acvpu)')], max_length=32)),
-                ('value', models.FloatField()),
-                ('unit', models.CharField(max_length=16)),
-                ('observed_at', models.DateTimeField()),
-                ('received_at', models.DateTimeField()),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='observations', to='monitoring.device')),
-                ('patient', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='observations', to='patients.patient')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        choices=[
+                            ("8867-4", "Heart rate (8867-4)"),
+                            ("9279-1", "Respiratory rate (9279-1)"),
+                            ("59408-5", "Oxygen saturation (pulse oximetry) (59408-5)"),
+                            ("8480-6", "Systolic blood pressure (8480-6)"),
+                            ("8462-4", "Diastolic blood pressure (8462-4)"),
+                            ("8478-0", "Mean arterial pressure (8478-0)"),
+                            ("8310-5", "Body temperature (8310-5)"),
+                            (
+                                "local-supplemental-o2",
+                                "Air or supplemental oxygen (local-supplemental-o2)",
+                            ),
+                            ("local-acvpu", "Level of consciousness (ACVPU) (local-acvpu)"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("value", models.FloatField()),
+                ("unit", models.CharField(max_length=16)),
+                ("observed_at", models.DateTimeField()),
+                ("received_at", models.DateTimeField()),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="observations",
+                        to="monitoring.device",
+                    ),
+                ),
+                (
+                    "patient",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="observations",
+                        to="patients.patient",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['patient', 'code', 'observed_at'], name='obs_patient_code_time'), models.Index(fields=['device', 'observed_at'], name='obs_device_time')],
+                "indexes": [
+                    models.Index(
+                        fields=["patient", "code", "observed_at"], name="obs_patient_code_time"
+                    ),
+                    models.Index(fields=["device", "observed_at"], name="obs_device_time"),
+                ],
             },
         ),
     ]
