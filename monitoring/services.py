@@ -26,11 +26,20 @@ def device_token_issue(*, device: Device) -> str:
     Rotation replaces the digest in one UPDATE, so the old token stops working at once.
     """
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    device.token_digest = token_digest(token)
+    device_token_store(device=device, token=token)
+    return token
+
+
+def device_token_store(*, device: Device, token: str) -> bool:
+    """Make ``token`` the device's credential; return False if it already was (no write)."""
+    digest = token_digest(token)
+    if device.token_digest == digest:
+        return False
+    device.token_digest = digest
     device.token_hint = token[: len(TOKEN_PREFIX) + 4]
     device.token_issued_at = timezone.now()
     device.save(update_fields=["token_digest", "token_hint", "token_issued_at"])
-    return token
+    return True
 
 
 @transaction.atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from patients.models import Admission, Bed, Ward
 
@@ -56,4 +56,12 @@ def open_admission_subquery(*, field: str) -> Subquery:
         Admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True).values(field)[
             :1
         ]
+    )
+
+
+def beds_free() -> QuerySet[Bed]:
+    """Beds that hold no open admission now, with their ward (``str(bed)`` reads it)."""
+    occupied = Admission.objects.filter(bed=OuterRef("pk"), discharged_at__isnull=True)
+    return (
+        Bed.objects.filter(~Exists(occupied)).select_related("ward").order_by("ward__code", "label")
     )

@@ -27,10 +27,9 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models, transaction
-from django.utils import timezone
 
-from monitoring.models import Device, token_digest
-from monitoring.services import TOKEN_PREFIX
+from monitoring.models import Device
+from monitoring.services import TOKEN_PREFIX, device_token_store
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
 from patients.services import AdmissionRefused, admission_create
 
@@ -346,9 +345,7 @@ def _ensure(
     return row
 
 
-def _ensure_device(
-    *, device: DemoDevice, bed: Bed | None, now: dt.datetime, summary: DemoSummary
-) -> None:
+def _ensure_device(*, device: DemoDevice, bed: Bed | None, summary: DemoSummary) -> None:
     row = _ensure(
         Device,
         lookup={"serial": device.serial},
@@ -360,15 +357,9 @@ def _ensure_device(
         },
         summary=summary,
     )
-    token = demo_device_token(device.serial)
-    digest = token_digest(token)
     # Only a new digest is a new token; keeping issued_at otherwise is what makes reruns
     # leave the row as it was.
-    if row.token_digest != digest:
-        row.token_digest = digest
-        row.token_hint = token[: len(TOKEN_PREFIX) + 4]
-        row.token_issued_at = now
-        row.save(update_fields=["token_digest", "token_hint", "token_issued_at"])
+    if device_token_store(device=row, token=demo_device_token(device.serial)):
         summary.tokens_issued += 1
     summary.devices += 1
 
@@ -438,7 +429,6 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
         )
     hospital = demo_hospital_parse(path=path)
     summary = DemoSummary()
-    now = timezone.now()
     with transaction.atomic():
         wards: dict[str, Ward] = {}
         for demo_ward in hospital.wards:
@@ -456,7 +446,7 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
                 )
                 summary.beds += 1
                 if demo_bed.device is not None:
-                    _ensure_device(device=demo_bed.device, bed=bed, now=now, summary=summary)
+                    _ensure_device(device=demo_bed.device, bed=bed, summary=summary)
                 if demo_bed.patient is not None:
                     demo_patient = demo_bed.patient
                     patient = _ensure(
@@ -473,7 +463,7 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
                     summary.patients += 1
                     _ensure_admitted(patient=patient, bed=bed, summary=summary)
         for device in hospital.spare_devices:
-            _ensure_device(device=device, bed=None, now=now, summary=summary)
+            _ensure_device(device=device, bed=None, summary=summary)
         for user in hospital.users:
             _ensure_user(user=user, wards=wards, summary=summary)
     return summary

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,86 +15,229 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Ward',
+            name="Ward",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=32, unique=True)),
-                ('name', models.CharField(max_length=120)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(max_length=32, unique=True)),
+                ("name", models.CharField(max_length=120)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['code'],
-                'permissions': [('view_all_wards', "Can see every ward's patients and dashboards")],
+                "ordering": ["code"],
+                "permissions": [("view_all_wards", "Can see every ward's patients and dashboards")],
             },
         ),
         migrations.CreateModel(
-            name='Patient',
+            name="Patient",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('mrn', models.CharField(max_length=32, unique=True, verbose_name='MRN')),
-                ('family_name', models.CharField(max_length=100)),
-                ('given_name', models.CharField(max_length=100)),
-                ('date_of_birth', models.DateField()),
-                ('sex', models.CharField(choices=[('female', 'Female'), ('male', 'Male'), ('other', 'Other'), ('unknown', 'Unknown')], default='unknown', max_length=8)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("mrn", models.CharField(max_length=32, unique=True, verbose_name="MRN")),
+                ("family_name", models.CharField(max_length=100)),
+                ("given_name", models.CharField(max_length=100)),
+                ("date_of_birth", models.DateField()),
+                (
+                    "sex",
+                    models.CharField(
+                        choices=[
+                            ("female", "Female"),
+                            ("male", "Male"),
+                            ("other", "Other"),
+                            ("unknown", "Unknown"),
+                        ],
+                        default="unknown",
+                        max_length=8,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['family_name', 'given_name', 'mrn'],
-                'indexes': [models.Index(fields=['family_name', 'given_name'], name='patient_name_idx')],
+                "ordering": ["family_name", "given_name", "mrn"],
+                "indexes": [
+                    models.Index(fields=["family_name", "given_name"], name="patient_name_idx")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Bed',
+            name="Bed",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('label', models.CharField(max_length=32)),
-                ('ward', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='beds', to='patients.ward')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("label", models.CharField(max_length=32)),
+                (
+                    "ward",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="beds",
+                        to="patients.ward",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['ward__code', 'label'],
+                "ordering": ["ward__code", "label"],
             },
         ),
         migrations.CreateModel(
-            name='WardAccess',
+            name="WardAccess",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('granted_at', models.DateTimeField(auto_now_add=True)),
-                ('granted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ward_accesses', to=settings.AUTH_USER_MODEL)),
-                ('ward', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='accesses', to='patients.ward')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("granted_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "granted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ward_accesses",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "ward",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="accesses",
+                        to="patients.ward",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'ward access',
-                'verbose_name_plural': 'ward access',
+                "verbose_name": "ward access",
+                "verbose_name_plural": "ward access",
             },
         ),
         migrations.CreateModel(
-            name='Admission',
+            name="Admission",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('admitted_at', models.DateTimeField()),
-                ('discharged_at', models.DateTimeField(blank=True, null=True)),
-                ('end_reason', models.CharField(blank=True, choices=[('discharged', 'Discharged'), ('transferred', 'Transferred to another bed')], max_length=16)),
-                ('open_patient', models.GeneratedField(db_persist=True, expression=models.Case(models.When(discharged_at__isnull=True, then=models.F('patient_id')), default=None), output_field=models.BigIntegerField(null=True))),
-                ('open_bed', models.GeneratedField(db_persist=True, expression=models.Case(models.When(discharged_at__isnull=True, then=models.F('bed_id')), default=None), output_field=models.BigIntegerField(null=True))),
-                ('bed', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='admissions', to='patients.bed')),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='admissions', to='patients.patient')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("admitted_at", models.DateTimeField()),
+                ("discharged_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "end_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("discharged", "Discharged"),
+                            ("transferred", "Transferred to another bed"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "open_patient",
+                    models.GeneratedField(
+                        db_persist=True,
+                        expression=models.Case(
+                            models.When(discharged_at__isnull=True, then=models.F("patient_id")),
+                            default=None,
+                        ),
+                        output_field=models.BigIntegerField(null=True),
+                    ),
+                ),
+                (
+                    "open_bed",
+                    models.GeneratedField(
+                        db_persist=True,
+                        expression=models.Case(
+                            models.When(discharged_at__isnull=True, then=models.F("bed_id")),
+                            default=None,
+                        ),
+                        output_field=models.BigIntegerField(null=True),
+                    ),
+                ),
+                (
+                    "bed",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="admissions",
+                        to="patients.bed",
+                    ),
+                ),
+                (
+                    "patient",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="admissions",
+                        to="patients.patient",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-admitted_at'],
-                'indexes': [models.Index(fields=['bed', 'admitted_at'], name='admission_bed_time_idx')],
-                'constraints': [models.UniqueConstraint(fields=('open_patient',), name='one_open_admission_per_patient'), models.UniqueConstraint(fields=('open_bed',), name='one_open_admission_per_bed'), models.CheckConstraint(condition=models.Q(('discharged_at__isnull', True), ('discharged_at__gte', models.F('admitted_at')), _connector='OR'), name='admission_discharged_after_admitted'), models.CheckConstraint(condition=models.Q(models.Q(('discharged_at__isnull', True), ('end_reason', '')), models.Q(('discharged_at__isnull', False), models.Q(('end_reason', ''), _negated=True)), _connector='OR'), name='admission_end_reason_iff_discharged')],
+                "ordering": ["-admitted_at"],
+                "indexes": [
+                    models.Index(fields=["bed", "admitted_at"], name="admission_bed_time_idx")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("open_patient",), name="one_open_admission_per_patient"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("open_bed",), name="one_open_admission_per_bed"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("discharged_at__isnull", True),
+                            ("discharged_at__gte", models.F("admitted_at")),
+                            _connector="OR",
+                        ),
+                        name="admission_discharged_after_admitted",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("discharged_at__isnull", True), ("end_reason", "")),
+                            models.Q(
+                                ("discharged_at__isnull", False),
+                                models.Q(("end_reason", ""), _negated=True),
+                            ),
+                            _connector="OR",
+                        ),
+                        name="admission_end_reason_iff_discharged",
+                    ),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='bed',
-            constraint=models.UniqueConstraint(fields=('ward', 'label'), name='bed_label_unique_in_ward'),
+            model_name="bed",
+            constraint=models.UniqueConstraint(
+                fields=("ward", "label"), name="bed_label_unique_in_ward"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='wardaccess',
-            constraint=models.UniqueConstraint(fields=('user', 'ward'), name='ward_access_unique'),
+            model_name="wardaccess",
+            constraint=models.UniqueConstraint(fields=("user", "ward"), name="ward_access_unique"),
         ),
     ]
