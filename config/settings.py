@@ -223,7 +223,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portal:ward-list"
+LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from monitoring.api import ingest
@@ -13,6 +14,14 @@ admin.site.index_title = "Hospital administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="portal/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Served through config.asgi's lean path (no middleware); listed here so the URL resolves.
     path("api/v1/ingest/", ingest, name="ingest"),
     path("", include("portal.urls")),
