@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db import transaction
@@ -11,8 +12,9 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from monitoring.models import Device, Observation
+from monitoring.models import Device, IngestMessage, Observation
 from monitoring.services import device_token_issue, device_token_revoke
+from patients.admin import ReadOnlyModelAdmin
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ class UnassignedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Observation)
-class ObservationAdmin(admin.ModelAdmin):
+class ObservationAdmin(ReadOnlyModelAdmin):
     """Read-only: readings arrive from devices and are clinical records, never edited.
 
     The table grows by millions of rows, so: no date_hierarchy (it runs a MIN/MAX and a
@@ -154,11 +156,40 @@ class ObservationAdmin(admin.ModelAdmin):
         # Also serves the read-only detail page, which renders the device and the patient.
         return super().get_queryset(request).select_related("device", "patient")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Observation | None = None) -> bool:
-        return False
+class EvaluationPendingFilter(admin.SimpleListFilter):
+    title = "alert evaluation"
+    parameter_name = "evaluated"
 
-    def has_delete_permission(self, request: HttpRequest, obj: Observation | None = None) -> bool:
-        return False
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Not yet evaluated"), ("yes", "Evaluated")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[IngestMessage]
+    ) -> QuerySet[IngestMessage]:
+        if self.value() == "no":
+            return queryset.filter(evaluated_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(evaluated_at__isnull=False)
+        return queryset
+
+
+@admin.register(IngestMessage)
+class IngestMessageAdmin(ReadOnlyModelAdmin):
+    """Read-only: what each device sent and was told; "not yet evaluated" is the catch-up queue."""
+
+    list_display = [
+        "device",
+        "message_id",
+        "observation_count",
+        "received_at",
+        "evaluated_at",
+    ]
+    list_filter = [EvaluationPendingFilter]
+    search_fields = ["=device__serial", "=message_id"]
+    list_select_related = ["device"]
+    show_full_result_count = False
+    ordering = ["-pk"]
+    sortable_by: list[str] = []
+    fields = [*list_display, "body_digest", "response"]
+    readonly_fields = fields

@@ -31,6 +31,19 @@ from patients.services import (
 CONFIRMED = "apply"
 
 
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """Records kept as evidence: viewable in the admin, never added, edited or deleted there."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 def _open_admissions() -> QuerySet[Admission]:
     return Admission.objects.filter(discharged_at__isnull=True)
 
@@ -420,7 +433,7 @@ class AdmissionStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Admission)
-class AdmissionAdmin(admin.ModelAdmin):
+class AdmissionAdmin(ReadOnlyModelAdmin):
     """Read-only: admissions change only through the patient actions (the services)."""
 
     list_display = ["patient", "bed", "admitted_at", "discharged_at", "end_reason"]
@@ -437,12 +450,3 @@ class AdmissionAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Admission]:
         # The read-only change page renders str(bed), which reads the ward.
         return super().get_queryset(request).select_related("patient", "bed__ward")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Admission | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Admission | None = None) -> bool:
-        return False

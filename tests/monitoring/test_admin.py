@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from monitoring.models import Device, Observation, token_digest
+from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.services import device_token_issue
 from monitoring.vitals import HEART_RATE, SPO2
 from patients.models import Bed, Patient
@@ -264,3 +264,33 @@ def test_it_lists_observations_with_as_many_queries_for_one_row_as_for_hundreds(
     )
 
     assert _queries(admin_browser, OBSERVATIONS + query) == with_one
+
+
+@pytest.mark.django_db
+def test_it_lists_device_messages_awaiting_evaluation_read_only() -> None:
+    device = factories.device()
+    now = timezone.now()
+    pending = IngestMessage.objects.create(
+        device=device,
+        message_id="pending-1",
+        body_digest="0" * 64,
+        response={},
+        observation_count=6,
+        received_at=now,
+    )
+    IngestMessage.objects.create(
+        device=device,
+        message_id="done-1",
+        body_digest="1" * 64,
+        response={},
+        observation_count=6,
+        received_at=now,
+        evaluated_at=now,
+    )
+    client = Client()
+    client.force_login(factories.administrator())
+    page = client.get("/admin/monitoring/ingestmessage/?evaluated=no")
+    assert page.status_code == 200
+    assert "pending-1" in page.text and "done-1" not in page.text
+    assert client.get("/admin/monitoring/ingestmessage/add/").status_code == 403
+    assert client.post(f"/admin/monitoring/ingestmessage/{pending.pk}/delete/").status_code == 403
