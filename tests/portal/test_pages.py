@@ -83,3 +83,14 @@ def test_it_keeps_the_ward_page_query_count_flat_as_beds_fill() -> None:
     with CaptureQueriesContext(connection) as twelve_beds:
         client.get(f"/wards/{ward.code}/")
     assert len(twelve_beds) == len(one_bed)
+
+
+def test_it_serves_its_own_stylesheets_without_a_cdn() -> None:
+    client = Client()
+    for path in ("/static/portal/portal.css", "/static/admin/css/base.css"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "css" in response["Content-Type"]
+    login = client.get("/accounts/login/")
+    assert "/static/portal/portal.css" in login.text
+    assert "//cdn" not in login.text and "googleapis" not in login.text
