@@ -5,3 +5,10 @@ from django.apps import AppConfig
 
 class AlertsConfig(AppConfig):
     name = "alerts"
+
+    def ready(self) -> None:
+        # monitoring cannot import alerts (apps depend one way): it sends a hook instead.
+        from alerts.dispatch import on_observations_recorded
+        from monitoring.hooks import observations_recorded
+
+        observations_recorded.connect(on_observations_recorded, dispatch_uid="alerts.evaluate")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 from monitoring.vitals import CODE_CHOICES
@@ -87,11 +88,22 @@ class IngestMessage(models.Model):
 class Observation(models.Model):
     """One vital-sign reading, in the catalogue's canonical UCUM unit.
 
-    ``patient`` is empty when the device had no bed or its bed no admitted patient at
+    Posted by a ``device`` or entered by staff (``entered_by``). ``patient`` is empty when the
+    device had no bed or its bed no admitted patient at
     ``observed_at``: the reading is kept all the same, for administrators to see.
     """
 
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="observations")
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, null=True, blank=True, related_name="observations"
+    )
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The member of staff who entered the reading (air or oxygen, ACVPU).",
+    )
     patient = models.ForeignKey(
         Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="observations"
     )
@@ -118,6 +130,12 @@ class Observation(models.Model):
             # and "one patient's code over a time range".
             models.Index(fields=["patient", "code", "observed_at"], name="obs_patient_code_time"),
             models.Index(fields=["device", "observed_at"], name="obs_device_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(device__isnull=False) | models.Q(entered_by__isnull=False),
+                name="observation_has_a_source",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -13,6 +13,11 @@ class Ward(models.Model):
     # The code is the ward's public identifier (URLs, channel-layer group, API).
     code = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=120)
+    escalation_seconds = models.PositiveIntegerField(
+        default=60,
+        help_text="An active high-priority alert not acknowledged within this time escalates "
+        "one level, and again after each further period.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -54,6 +59,12 @@ class Patient(models.Model):
     given_name = models.CharField(max_length=100)
     date_of_birth = models.DateField()
     sex = models.CharField(max_length=8, choices=Sex.choices, default=Sex.UNKNOWN)
+    news2_spo2_scale2 = models.BooleanField(
+        "NEWS2 SpO2 scale 2",
+        default=False,
+        help_text="Only for a patient whose clinician set an SpO2 target of 88–92 % "
+        "(e.g. hypercapnic respiratory failure).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,69 @@
+"""Requesting evaluation from the ingestion process: coalesced, after commit, never blocking.
+
+Ingestion's hook queues each committed message; every ``INTERVAL`` one Celery task is sent
+with the queued message ids (one task per tick, not per message, let alone per reading). The
+send runs in a thread so a slow or absent broker never stalls the event loop; if it fails, the
+messages stay "not evaluated" in MariaDB and the catch-up evaluates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from monitoring.metrics import EVALUATION_REQUEST_FAILURES
+from monitoring.services import RecordedMessage
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 0.1
+MAX_BATCH = 500
+
+
+class EvaluationDispatcher:
+    def __init__(self, *, interval: float = INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._pending: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, message_pk: int) -> None:
+        self._pending.append(message_pk)
+        if self._task is None or self._task.done() or self._task.get_loop().is_closed():
+            self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Send what is queued now; return how many message ids were handed to the broker."""
+        sent = 0
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, _send, batch)
+            except Exception:
+                EVALUATION_REQUEST_FAILURES.inc()
+                logger.warning(
+                    "evaluation request for %d messages failed; the catch-up will evaluate them",
+                    len(batch),
+                    exc_info=True,
+                )
+                continue
+            sent += len(batch)
+        return sent
+
+
+def _send(batch: list[int]) -> None:
+    from alerts.tasks import evaluate_messages
+
+    evaluate_messages.apply_async(args=[batch], retry=False)
+
+
+evaluation_requests = EvaluationDispatcher()
+
+
+def on_observations_recorded(sender: Any, recorded: RecordedMessage, **kwargs: Any) -> None:
+    evaluation_requests.add(recorded.message_pk)

@@ -1,0 +1,112 @@
+"""Alert transitions as typed events on the ward's channel-layer group, sent after commit.
+
+An event carries everything a dashboard needs to render the alert without another query.
+Delivery is best effort: the alert rows are the truth, and a dashboard that missed an event
+gets a fresh snapshot on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from alerts.models import Alert, AlertEvent
+from monitoring.events import ward_group_name
+from monitoring.metrics import LIVE_PUSH_FAILURES
+
+logger = logging.getLogger(__name__)
+
+
+class AlertTransitionEvent(TypedDict):
+    type: str  # "alert.transition", handled by the dashboard consumer's alert_transition()
+    ward: str
+    event: str  # AlertEvent.Kind
+    at: str
+    alert: str
+    patient: str
+    bed: str | None
+    bed_label: str | None
+    rule: str
+    rule_kind: str
+    technical: bool
+    priority: str
+    state: str
+    condition_cleared: bool
+    message: str
+    code: str
+    value: float | None
+    unit: str
+    fired_at: str
+    value_at: str | None
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    escalation_level: int
+
+
+def _iso(moment: object) -> str | None:
+    return moment.isoformat() if moment is not None else None  # type: ignore[attr-defined]
+
+
+def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitionEvent | None:
+    """The event for ``alert`` after ``event`` (None when the alert has no ward to go to).
+
+    ``alert`` must have ``rule``, ``patient``, ``bed__ward`` and ``acknowledged_by`` loaded.
+    """
+    if alert.bed is None:
+        return None
+    by = alert.acknowledged_by
+    return AlertTransitionEvent(
+        type="alert.transition",
+        ward=alert.bed.ward.code,
+        event=event.kind,
+        at=event.at.isoformat(),
+        alert=str(alert.public_id),
+        patient=str(alert.patient.public_id),
+        bed=str(alert.bed.public_id),
+        bed_label=alert.bed.label,
+        rule=alert.rule.name,
+        rule_kind=alert.rule.kind,
+        technical=alert.technical,
+        priority=alert.priority,
+        state=alert.state,
+        condition_cleared=alert.condition_cleared_at is not None,
+        message=alert.message,
+        code=alert.code,
+        value=alert.value,
+        unit=alert.unit,
+        fired_at=alert.fired_at.isoformat(),
+        value_at=_iso(alert.value_at),
+        acknowledged_at=_iso(alert.acknowledged_at),
+        acknowledged_by=(by.get_full_name() or by.get_username()) if by else None,
+        escalation_level=alert.escalation_level,
+    )
+
+
+def publish_on_commit(payload: AlertTransitionEvent | None) -> None:
+    """Send ``payload`` to its ward's group once the surrounding transaction commits."""
+    if payload is None:
+        return
+    transaction.on_commit(lambda: _publish(payload))
+
+
+SEND_TIMEOUT_SECONDS = 2.0
+
+
+async def _send(payload: AlertTransitionEvent) -> None:
+    layer = get_channel_layer()
+    await asyncio.wait_for(
+        layer.group_send(ward_group_name(payload["ward"]), payload), SEND_TIMEOUT_SECONDS
+    )
+
+
+def _publish(payload: AlertTransitionEvent) -> None:
+    try:
+        async_to_sync(_send)(payload)
+    except Exception:
+        LIVE_PUSH_FAILURES.inc()
+        logger.warning("alert transition could not reach the ward group", exc_info=True)
