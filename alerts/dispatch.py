@@ -59,7 +59,10 @@ class EvaluationDispatcher:
 def _send(batch: list[int]) -> None:
     from alerts.tasks import evaluate_messages
 
-    evaluate_messages.apply_async(args=[batch], retry=False)
+    # A connection of its own per send (at most one per tick): no retry loop and no pooled
+    # connection to a broker that went away, so an outage fails fast and is counted.
+    with evaluate_messages.app.connection_for_write() as connection:
+        evaluate_messages.apply_async(args=[batch], retry=False, connection=connection)
 
 
 evaluation_requests = EvaluationDispatcher()

@@ -194,6 +194,15 @@ CELERY_TASK_SOFT_TIME_LIMIT = 50
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fixup closes the database connection around every task unless told to reuse
+# it; reuse raised one-query tasks from ~615/s to ~820–900/s here (perf-facts.md).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+CELERY_BEAT_SCHEDULE = {
+    # Technical alarms (device offline / back) and escalation.
+    "alerts-tick": {"task": "alerts.tasks.alerts_tick", "schedule": 5.0},
+    # Device messages the normal path never evaluated (broker was down, worker lost).
+    "evaluation-catch-up": {"task": "alerts.tasks.evaluation_catch_up", "schedule": 10.0},
+}
 
 # Device ingestion (monitoring/api.py, monitoring/writer.py).
 INGEST_WRITER_THREADS: int = env.int("INGEST_WRITER_THREADS", default=4)

@@ -54,7 +54,7 @@ START = dt.datetime(2026, 11, 21, 10, 0, 0, tzinfo=dt.UTC)
 
 def _moments(step: dict[str, Any]) -> list[float]:
     at, until, every = step["at"], step.get("until", step["at"]), step.get("every", 1)
-    count = int(round((until - at) / every)) + 1
+    count = round((until - at) / every) + 1
     return [at + i * every for i in range(count)]
 
 

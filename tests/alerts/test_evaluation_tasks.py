@@ -1,0 +1,248 @@
+"""Evaluation tasks: idempotent, safe under races, and nothing left unevaluated."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import threading
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, connection
+from django.test import override_settings
+from django.utils import timezone
+
+from alerts.defaults import default_rules_ensure
+from alerts.dispatch import evaluation_requests
+from alerts.engine import messages_evaluate
+from alerts.models import Alert, AlertEvent, AlertRule, News2Score, PatientAlertState
+from alerts.services import AlertActionRefused, alert_acknowledge
+from alerts.tasks import evaluate_messages, evaluation_catch_up
+from config.asgi import application
+from monitoring.events import ward_group_name
+from monitoring.ingestion import message_parse
+from monitoring.metrics import EVALUATION_REQUEST_FAILURES
+from monitoring.models import IngestMessage, token_digest
+from monitoring.services import device_token_issue, message_digest, observations_record
+from tests import factories
+
+
+def _bedside():
+    default_rules_ensure(AlertRule)
+    ward = factories.ward()
+    admission = factories.admitted_patient(factories.bed(ward))
+    admission.admitted_at = timezone.now() - dt.timedelta(hours=1)
+    admission.save(update_fields=["admitted_at"])
+    device = factories.device(admission.bed)
+    return ward, admission, device, device_token_issue(device=device)
+
+
+def _post(token: str, message_id: str, at: dt.datetime, spo2: float) -> int:
+    body = json.dumps(
+        {
+            "message_id": message_id,
+            "observations": [
+                {"code": "59408-5", "value": spo2, "unit": "%", "observed_at": at.isoformat()}
+            ],
+        }
+    ).encode()
+    outcome = observations_record(
+        token_digest=token_digest(token),
+        message=message_parse(body=body, now=at),
+        body_digest=message_digest(body),
+        now=at,
+    )
+    assert outcome.status == 201
+    return IngestMessage.objects.get(message_id=message_id).pk
+
+
+def _desaturate(token: str, start: dt.datetime, seconds: int = 15) -> list[int]:
+    return [_post(token, f"d{i}", start + dt.timedelta(seconds=i), 85) for i in range(seconds)]
+
+
+@pytest.mark.django_db
+def test_it_changes_nothing_when_the_same_evaluation_runs_twice() -> None:
+    _, admission, _, token = _bedside()
+    start = timezone.now() - dt.timedelta(minutes=1)
+    pks = _desaturate(token, start)
+    assert evaluate_messages(message_pks=pks) == len(pks)
+    snapshot = (
+        list(Alert.objects.values_list("pk", "state", "value", "value_at")),
+        list(AlertEvent.objects.values_list("pk", "kind", "at")),
+        list(News2Score.objects.values_list("pk", "total")),
+        PatientAlertState.objects.values("latest", "runs").get(patient=admission.patient),
+    )
+    assert evaluate_messages(message_pks=pks) == 0
+    assert evaluation_catch_up() == 0
+    assert (
+        list(Alert.objects.values_list("pk", "state", "value", "value_at")),
+        list(AlertEvent.objects.values_list("pk", "kind", "at")),
+        list(News2Score.objects.values_list("pk", "total")),
+        PatientAlertState.objects.values("latest", "runs").get(patient=admission.patient),
+    ) == snapshot
+    assert (
+        Alert.objects.filter(patient=admission.patient, rule__name="SpO2 below 90 %").count() == 1
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_two_workers_racing_on_one_patient_open_one_alert() -> None:
+    _, admission, _, token = _bedside()
+    start = timezone.now() - dt.timedelta(minutes=1)
+    pks = _desaturate(token, start, seconds=30)
+    barrier = threading.Barrier(2)
+    outcomes: list[int | BaseException] = []
+
+    def worker(batch: list[int]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(messages_evaluate(message_pks=batch))
+        except BaseException as error:
+            outcomes.append(error)
+        finally:
+            connection.close()
+
+    # Both workers are handed every message (as a retried task and the catch-up would be).
+    threads = [threading.Thread(target=worker, args=(pks,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    close_old_connections()
+    assert all(isinstance(o, int) for o in outcomes), outcomes
+    assert sum(outcomes) == len(pks)  # each message evaluated exactly once
+    assert IngestMessage.objects.filter(evaluated_at__isnull=True).count() == 0
+    spo2 = Alert.objects.filter(patient=admission.patient, rule__name="SpO2 below 90 %")
+    assert spo2.count() == 1
+    assert AlertEvent.objects.filter(alert__in=spo2, kind="fired").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_one_of_two_simultaneous_acknowledgements_win() -> None:
+    _, admission, _, token = _bedside()
+    evaluate_messages(message_pks=_desaturate(token, timezone.now() - dt.timedelta(minutes=1)))
+    alert = Alert.objects.get(patient=admission.patient, rule__name="SpO2 below 90 %")
+    nurses = [factories.clinician(), factories.clinician()]
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def acknowledge(nurse: object) -> None:
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(alert_acknowledge(alert=alert, user=nurse))
+        except AlertActionRefused as refused:
+            outcomes.append(refused)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=acknowledge, args=(n,)) for n in nurses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    close_old_connections()
+    assert sum(isinstance(o, Alert) for o in outcomes) == 1
+    assert sum(isinstance(o, AlertActionRefused) for o in outcomes) == 1
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.ACKNOWLEDGED
+    assert alert.acknowledged_by in nurses
+    assert AlertEvent.objects.filter(alert=alert, kind="acknowledged").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_acknowledge_an_alert_twice() -> None:
+    _, admission, _, token = _bedside()
+    evaluate_messages(message_pks=_desaturate(token, timezone.now() - dt.timedelta(minutes=1)))
+    alert = Alert.objects.get(patient=admission.patient, rule__name="SpO2 below 90 %")
+    nurse = factories.clinician()
+    acknowledged = alert_acknowledge(alert=alert, user=nurse)
+    assert (acknowledged.acknowledged_by, acknowledged.state) == (nurse, "acknowledged")
+    with pytest.raises(AlertActionRefused) as refused:
+        alert_acknowledge(alert=alert, user=nurse)
+    assert refused.value.code == "not_active"
+
+
+@pytest.mark.django_db
+def test_it_publishes_each_transition_to_the_ward_group_after_commit(
+    django_capture_on_commit_callbacks: object,
+) -> None:
+    ward, admission, _, token = _bedside()
+    pks = _desaturate(token, timezone.now() - dt.timedelta(minutes=1))
+    layer = get_channel_layer()
+
+    received: list[dict] = []
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:  # type: ignore[operator]
+        evaluate_messages(message_pks=pks)
+        assert not received
+    assert callbacks, "transitions are published on commit, not before"
+
+    async def run() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add(ward_group_name(ward.code), channel)
+        for callback in callbacks:
+            await asyncio.to_thread(callback)  # as the worker runs them, outside any loop
+        received.append(await asyncio.wait_for(layer.receive(channel), 5))
+        await layer.group_discard(ward_group_name(ward.code), channel)
+
+    asyncio.run(run())
+    [event] = received
+    assert event["type"] == "alert.transition"
+    assert event["event"] == "fired"
+    assert event["ward"] == ward.code
+    assert event["patient"] == str(admission.patient.public_id)
+    assert event["bed"] == str(admission.bed.public_id)
+    assert event["priority"] == "high" and event["state"] == "active"
+    assert event["value"] == 85.0 and event["unit"] == "%"
+    assert event["rule"] == "SpO2 below 90 %"
+    assert event["escalation_level"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_it_evaluates_readings_stored_while_the_broker_was_down_once_it_is_back() -> None:
+    _, admission, _, token = await sync_to_async(_bedside)()
+    unreachable = "redis://127.0.0.1:1/0"
+    failures = EVALUATION_REQUEST_FAILURES._value.get()
+    start = timezone.now() - dt.timedelta(seconds=40)
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        with override_settings(CELERY_TASK_ALWAYS_EAGER=False):
+            from config.celery import app
+
+            reachable, app.conf.broker_url = app.conf.broker_url, unreachable
+            try:
+                for i in range(15):
+                    at = (start + dt.timedelta(seconds=i)).isoformat()
+                    response = await client.post(
+                        "/api/v1/ingest/",
+                        json={
+                            "message_id": f"outage-{i}",
+                            "observations": [
+                                {"code": "59408-5", "value": 84, "unit": "%", "observed_at": at}
+                            ],
+                        },
+                        headers={"Authorization": f"Device {token}"},
+                    )
+                    assert response.status_code == 201
+                assert await evaluation_requests.flush() == 0
+            finally:
+                app.conf.broker_url = reachable
+    assert EVALUATION_REQUEST_FAILURES._value.get() > failures
+    pending = sync_to_async(lambda: IngestMessage.objects.filter(evaluated_at__isnull=True).count())
+    assert await pending() == 15
+    assert not await sync_to_async(Alert.objects.filter(patient=admission.patient).exists)()
+
+    # The broker is back: the beat's catch-up evaluates the backlog, oldest first.
+    later = (timezone.now() + dt.timedelta(seconds=30)).isoformat()
+    assert await sync_to_async(evaluation_catch_up)(now=later) == 15
+    assert await pending() == 0
+    fired = await sync_to_async(
+        lambda: list(
+            Alert.objects.filter(patient=admission.patient).values_list("rule__name", "fired_at")
+        )
+    )()
+    assert [name for name, _ in fired] == ["SpO2 below 90 %"]
+    assert fired[0][1] == start + dt.timedelta(seconds=10)  # the reading's time, not the catch-up's
