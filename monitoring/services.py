@@ -12,8 +12,9 @@ from typing import Any
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from monitoring.ingestion import DeviceMessage, Reading
+from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
 from monitoring.models import Device, IngestMessage, Observation, token_digest
+from monitoring.vitals import VITALS
 from patients.selectors import admission_open_in_bed_during
 
 TOKEN_PREFIX = "dev_"  # noqa: S105 - a recognisable prefix, not a secret
@@ -255,3 +256,51 @@ def _readings_insert(
             " observed_at, received_at, artifact) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
+
+
+class ObservationRefused(Exception):
+    """A staff-entered reading that cannot be recorded. ``code`` is stable."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@transaction.atomic
+def observation_enter(
+    *,
+    patient: Any,
+    code: str,
+    value: float,
+    user: Any,
+    observed_at: dt.datetime | None = None,
+) -> Observation:
+    """Record a reading entered by staff (air or oxygen, ACVPU consciousness) for NEWS2.
+
+    Only the catalogue's staff-entered codes are accepted, inside their bands. The next
+    evaluation of the patient's device readings scores it (within seconds on a monitored
+    patient).
+    """
+    vital = VITALS.get(code)
+    if vital is None or vital.posted_by_devices:
+        raise ObservationRefused("unknown_code", f"{code!r} is not a staff-entered observation.")
+    if not vital.plausible_min <= value <= vital.plausible_max or value != int(value):
+        raise ObservationRefused(
+            "implausible_value",
+            f"{vital.name} takes a whole number from {vital.plausible_min:g} to "
+            f"{vital.plausible_max:g}.",
+        )
+    now = timezone.now()
+    observed_at = observed_at or now
+    if observed_at > now + MAX_FUTURE_SKEW:
+        raise ObservationRefused("observed_at_in_future", "The observation time is in the future.")
+    return Observation.objects.create(
+        patient=patient,
+        entered_by=user,
+        code=vital.code,
+        value=float(value),
+        unit=vital.unit,
+        observed_at=observed_at,
+        received_at=now,
+    )

@@ -28,8 +28,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models, transaction
 
+from alerts.defaults import default_rules_ensure
+from alerts.models import AlertRule, Priority
 from monitoring.models import Device
 from monitoring.services import TOKEN_PREFIX, device_token_store
+from monitoring.vitals import DEVICE_VITALS
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
 from patients.services import AdmissionRefused, admission_create
 
@@ -74,6 +77,22 @@ class DemoPatient:
     given_name: str
     date_of_birth: dt.date
     sex: str
+    news2_spo2_scale2: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRule:
+    """A patient's own threshold rule (e.g. a COPD patient's SpO2 target)."""
+
+    patient_mrn: str
+    name: str
+    code: str
+    priority: str
+    sustain_seconds: int
+    low: float | None
+    clear_low: float | None
+    high: float | None
+    clear_high: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +125,7 @@ class DemoHospital:
     wards: tuple[DemoWard, ...]
     spare_devices: tuple[DemoDevice, ...]
     users: tuple[DemoUser, ...]
+    rules: tuple[DemoRule, ...] = ()
 
 
 def _keys(
@@ -154,7 +174,12 @@ def _parse_device(
 
 
 def _parse_patient(obj: object, where: str) -> DemoPatient:
-    data = _keys(obj, where, required={"mrn", "family_name", "given_name", "date_of_birth", "sex"})
+    data = _keys(
+        obj,
+        where,
+        required={"mrn", "family_name", "given_name", "date_of_birth", "sex"},
+        optional=frozenset({"news2_spo2_scale2"}),
+    )
     try:
         date_of_birth = dt.date.fromisoformat(
             _typed(data["date_of_birth"], str, f"{where}.date_of_birth")
@@ -170,6 +195,43 @@ def _parse_patient(obj: object, where: str) -> DemoPatient:
         given_name=_typed(data["given_name"], str, f"{where}.given_name"),
         date_of_birth=date_of_birth,
         sex=sex,
+        news2_spo2_scale2=_typed(
+            data.get("news2_spo2_scale2", False), bool, f"{where}.news2_spo2_scale2"
+        ),
+    )
+
+
+_RULE_LIMITS = ("low", "clear_low", "high", "clear_high")
+
+
+def _parse_rule(obj: object, where: str) -> DemoRule:
+    data = _keys(
+        obj,
+        where,
+        required={"patient_mrn", "name", "code", "priority", "sustain_seconds"},
+        optional=frozenset(_RULE_LIMITS),
+    )
+    code = _typed(data["code"], str, f"{where}.code")
+    if code not in DEVICE_VITALS:
+        raise DemoDataInvalid(f"{where}.code: not a device vital in the catalogue")
+    priority = _typed(data["priority"], str, f"{where}.priority")
+    if priority not in Priority.values:
+        raise DemoDataInvalid(f"{where}.priority: one of {', '.join(Priority.values)}")
+    limits = {}
+    for name in _RULE_LIMITS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DemoDataInvalid(f"{where}.{name}: expected a number")
+        limits[name] = float(value) if value is not None else None
+    if limits["low"] is None and limits["high"] is None:
+        raise DemoDataInvalid(f"{where}: a rule needs low and/or high")
+    return DemoRule(
+        patient_mrn=_typed(data["patient_mrn"], str, f"{where}.patient_mrn"),
+        name=_typed(data["name"], str, f"{where}.name"),
+        code=code,
+        priority=priority,
+        sustain_seconds=_typed(data["sustain_seconds"], int, f"{where}.sustain_seconds"),
+        **limits,
     )
 
 
@@ -251,10 +313,10 @@ def demo_hospital_parse(*, path: Path) -> DemoHospital:
     )
     if type(top["format"]) is not int or top["format"] != FORMAT:
         raise DemoDataInvalid(f"format: this loader reads format {FORMAT}")
-    if top["alert_rules"] != []:
-        # The extension point for the alerts app: once it has rules, they are parsed and
-        # loaded here. Until then a rule in the file would be silently meaningless.
-        raise DemoDataInvalid("alert_rules: must stay empty until the alerts app has rules")
+    rules = tuple(
+        _parse_rule(rule, f"alert_rules[{index}]")
+        for index, rule in enumerate(_list(top["alert_rules"], "alert_rules"))
+    )
 
     device_types: dict[str, tuple[str, str]] = {}
     for name, kind in _typed(top["device_types"], dict, "device_types").items():
@@ -288,7 +350,12 @@ def demo_hospital_parse(*, path: Path) -> DemoHospital:
         "device serial",
     )
     _refuse_duplicates([user.username for user in users], "username")
-    return DemoHospital(wards=wards, spare_devices=spare_devices, users=users)
+    mrns = {bed.patient.mrn for _, bed in beds if bed.patient}
+    for index, rule in enumerate(rules):
+        if rule.patient_mrn not in mrns:
+            raise DemoDataInvalid(f"alert_rules[{index}].patient_mrn: no such demo patient")
+    _refuse_duplicates([(rule.patient_mrn, rule.name) for rule in rules], "alert rule")
+    return DemoHospital(wards=wards, spare_devices=spare_devices, users=users, rules=rules)
 
 
 # --- Loading ------------------------------------------------------------------------------
@@ -457,6 +524,7 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
                             "given_name": demo_patient.given_name,
                             "date_of_birth": demo_patient.date_of_birth,
                             "sex": demo_patient.sex,
+                            "news2_spo2_scale2": demo_patient.news2_spo2_scale2,
                         },
                         summary=summary,
                     )
@@ -466,4 +534,24 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
             _ensure_device(device=device, bed=None, summary=summary)
         for user in hospital.users:
             _ensure_user(user=user, wards=wards, summary=summary)
+        # The hospital defaults come with the alerts app's migrations; the demo adds only
+        # patients' own rules (a transactional test may have flushed the defaults: restore).
+        default_rules_ensure(AlertRule)
+        for rule in hospital.rules:
+            _ensure(
+                AlertRule,
+                lookup={"patient": Patient.objects.get(mrn=rule.patient_mrn), "name": rule.name},
+                values={
+                    "kind": AlertRule.Kind.THRESHOLD,
+                    "code": rule.code,
+                    "priority": rule.priority,
+                    "sustain_seconds": rule.sustain_seconds,
+                    "low": rule.low,
+                    "clear_low": rule.clear_low,
+                    "high": rule.high,
+                    "clear_high": rule.clear_high,
+                    "enabled": True,
+                },
+                summary=summary,
+            )
     return summary

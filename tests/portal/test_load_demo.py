@@ -14,6 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
+from alerts.models import AlertRule
+from alerts.selectors import rules_effective_for
 from monitoring.models import Device, token_digest
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
 from patients.selectors import wards_visible_to
@@ -21,7 +23,7 @@ from patients.services import admission_create, admission_discharge, admission_t
 from portal.demo import DEFAULT_PATH, demo_device_token
 from tests import factories
 
-TOUCHED_MODELS = (Ward, Bed, Patient, Admission, Device, User, WardAccess)
+TOUCHED_MODELS = (Ward, Bed, Patient, Admission, Device, User, WardAccess, AlertRule)
 
 
 def _demo_file() -> dict[str, Any]:
@@ -242,12 +244,26 @@ def test_it_rejects_an_undocumented_key_and_writes_nothing(tmp_path: Path) -> No
 
 
 @pytest.mark.django_db
-def test_it_refuses_alert_rules_until_the_alerts_app_has_them(tmp_path: Path) -> None:
+def test_it_refuses_a_malformed_alert_rule_and_writes_nothing(tmp_path: Path) -> None:
     document = _demo_file()
     document["alert_rules"] = [{"code": "8867-4", "above": 130}]
 
     with pytest.raises(CommandError, match="alert_rules"):
         _load(_write(tmp_path, document))
+    assert not Ward.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_gives_the_copd_patient_their_own_spo2_target_and_scale_2() -> None:
+    _load()
+    _load()
+    copd = Patient.objects.get(mrn="DEMO0011")
+    assert copd.news2_spo2_scale2
+    [rule] = AlertRule.objects.filter(patient=copd)
+    assert (rule.code, rule.low, rule.clear_low, rule.priority) == ("59408-5", 88.0, 90.0, "high")
+    effective = rules_effective_for(patient=copd, ward_id=Ward.objects.get(code="resp").pk)
+    spo2_rules = [r.name for r in effective if r.code == "59408-5"]
+    assert spo2_rules == [rule.name]  # replaces the hospital's below-90 rule
 
 
 def _key_paths(value: Any, prefix: str) -> set[str]:
