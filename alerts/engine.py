@@ -27,6 +27,7 @@ from alerts.evaluation import (
     Sample,
     patient_evaluate,
 )
+from alerts.events import News2Event, publish_on_commit
 from alerts.models import Alert, AlertRule, News2Score, PatientAlertState
 from alerts.news2 import NURSE_ENTERED_FRESHNESS, News2Result, ParameterValue
 from alerts.selectors import rules_effective_for_many
@@ -131,7 +132,15 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
         row["patient_id"]: row
         for row in Admission.objects.filter(
             patient_id__in=patient_ids, discharged_at__isnull=True
-        ).values("patient_id", "bed_id", "bed__ward_id", "bed__ward__escalation_seconds")
+        ).values(
+            "patient_id",
+            "patient__public_id",
+            "bed_id",
+            "bed__public_id",
+            "bed__ward_id",
+            "bed__ward__code",
+            "bed__ward__escalation_seconds",
+        )
     }
     scale2 = dict(Patient.objects.filter(pk__in=patient_ids).values_list("pk", "news2_spo2_scale2"))
     rules = rules_effective_for_many(
@@ -178,7 +187,21 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
         state.latest, state.runs = carried.to_json()
         state.evaluated_at = now
         if evaluation.news2 is not None and evaluation.news2_at is not None:
+            shown = (state.news2_total, state.news2_complete, state.news2_risk)
             row = _news2_history_row(state, patient_id, evaluation.news2, evaluation.news2_at)
+            if bed and shown != (state.news2_total, state.news2_complete, state.news2_risk):
+                publish_on_commit(
+                    News2Event(
+                        type="news2",
+                        ward=bed["bed__ward__code"],
+                        bed=str(bed["bed__public_id"]),
+                        patient=str(bed["patient__public_id"]),
+                        total=evaluation.news2.total,
+                        complete=evaluation.news2.complete,
+                        risk=evaluation.news2.risk,
+                        at=evaluation.news2_at.isoformat(),
+                    )
+                )
             if row is not None:
                 news2_rows.append(row)
     PatientAlertState.objects.bulk_update(

@@ -7,23 +7,16 @@ gets a fresh snapshot on reconnect.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import TypedDict
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 
 from alerts.models import Alert, AlertEvent
-from monitoring.events import ward_group_name
-from monitoring.metrics import LIVE_PUSH_FAILURES
-
-logger = logging.getLogger(__name__)
+from monitoring.events import ward_event_send_sync
 
 
 class AlertTransitionEvent(TypedDict):
-    type: str  # "alert.transition", handled by the dashboard consumer's alert_transition()
+    type: str  # "alert" (docs/dashboard-protocol.md)
     ward: str
     event: str  # AlertEvent.Kind
     at: str
@@ -61,7 +54,7 @@ def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitio
         return None
     by = alert.acknowledged_by
     return AlertTransitionEvent(
-        type="alert.transition",
+        type="alert",
         ward=alert.bed.ward.code,
         event=event.kind,
         at=event.at.isoformat(),
@@ -87,26 +80,19 @@ def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitio
     )
 
 
-def publish_on_commit(payload: AlertTransitionEvent | None) -> None:
-    """Send ``payload`` to its ward's group once the surrounding transaction commits."""
+def publish_on_commit(payload: AlertTransitionEvent | News2Event | None) -> None:
+    """Send ``payload`` to its ward's dashboards once the surrounding transaction commits."""
     if payload is None:
         return
-    transaction.on_commit(lambda: _publish(payload))
+    transaction.on_commit(lambda: ward_event_send_sync(payload["ward"], dict(payload)))
 
 
-SEND_TIMEOUT_SECONDS = 2.0
-
-
-async def _send(payload: AlertTransitionEvent) -> None:
-    layer = get_channel_layer()
-    await asyncio.wait_for(
-        layer.group_send(ward_group_name(payload["ward"]), payload), SEND_TIMEOUT_SECONDS
-    )
-
-
-def _publish(payload: AlertTransitionEvent) -> None:
-    try:
-        async_to_sync(_send)(payload)
-    except Exception:
-        LIVE_PUSH_FAILURES.inc()
-        logger.warning("alert transition could not reach the ward group", exc_info=True)
+class News2Event(TypedDict):
+    type: str  # "news2"
+    ward: str
+    bed: str
+    patient: str
+    total: int
+    complete: bool
+    risk: str
+    at: str

@@ -1,32 +1,118 @@
-"""Live pushes of vital signs to ward dashboards over the channel layer.
+"""Publishing to ward dashboards over the channel layer, and the live vitals push.
 
-Pushes are coalesced per ward on a short tick rather than sent per request: at 300 devices
+Every ward event is numbered (``monitoring.wardlog``) and sent to the ward's group as
+``{"type": "ward.event", "event": <the client message, with its seq>}``; the dashboard
+consumer forwards ``event`` as is. Delivery is best effort: MariaDB holds the truth, and a
+dashboard that missed an event replays it or gets a snapshot.
+
+Vitals are coalesced per ward on a short tick rather than sent per request: at 300 devices
 posting every second, one ``group_send`` per message would be 300 sends/s per ward group,
 while a 0.5 s tick sends at most two per ward with the newest value of each vital.
-Vitals pushes are not durable: a dashboard that misses one gets a fresh snapshot; MariaDB
-holds every reading regardless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, TypedDict
+from collections.abc import Callable, Coroutine
+from typing import Any, TypedDict, TypeVar
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from monitoring.metrics import LIVE_PUSH_FAILURES
 from monitoring.services import RecordedMessage
+from monitoring.wardlog import async_ward_log
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 PUSH_INTERVAL_SECONDS = 0.5
 SEND_TIMEOUT_SECONDS = 2.0
+# The loop of this process's ASGI server, when it has one: events produced on other threads
+# of the same process (writer threads, in-process tasks of the embedded demo) are handed to
+# it, because the in-memory channel layer is not thread-safe.
+_home_loop: asyncio.AbstractEventLoop | None = None
 
 
 def ward_group_name(ward_code: str) -> str:
     """The one name of a ward's channel-layer group (ward codes are slugs, valid here)."""
     return f"ward.{ward_code}"
+
+
+def user_group_name(user_id: int) -> str:
+    """The group of one user's open dashboards (session ended, access revoked)."""
+    return f"user.{user_id}"
+
+
+async def ward_event_send(ward_code: str, event: dict[str, Any]) -> int | None:
+    """Number ``event`` and send it to the ward's dashboards; return its seq (None: failed)."""
+    global _home_loop
+    _home_loop = asyncio.get_running_loop()
+    try:
+        seq = await async_ward_log.append(ward_code, event)
+        await asyncio.wait_for(
+            get_channel_layer().group_send(
+                ward_group_name(ward_code), {"type": "ward.event", "event": {**event, "seq": seq}}
+            ),
+            SEND_TIMEOUT_SECONDS,
+        )
+    except Exception:
+        # Redis down or slow: the data is safe in MariaDB and dashboards resync on reconnect;
+        # losing this push must not touch the path that produced it.
+        LIVE_PUSH_FAILURES.inc()
+        logger.warning("push to a ward group failed", exc_info=True)
+        return None
+    return seq
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, R]]) -> R | None:
+    """Run a coroutine from synchronous code, on this process's server loop when there is one
+    (the in-memory channel layer is not thread-safe), else on a loop of its own."""
+    loop = _home_loop
+    if loop is not None and loop.is_running():
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            future = asyncio.run_coroutine_threadsafe(make(), loop)
+            try:
+                return future.result(timeout=SEND_TIMEOUT_SECONDS * 2)
+            except Exception:
+                LIVE_PUSH_FAILURES.inc()
+                logger.warning("push to the channel layer failed", exc_info=True)
+                return None
+
+    async def run() -> R:
+        return await make()
+
+    return async_to_sync(run)()
+
+
+def ward_event_send_sync(ward_code: str, event: dict[str, Any]) -> int | None:
+    """``ward_event_send`` for synchronous code (Celery tasks, on-commit callbacks)."""
+    return _run_sync(lambda: ward_event_send(ward_code, event))
+
+
+async def user_message_send(user_id: int, message: dict[str, Any]) -> bool:
+    """Tell one user's open dashboards something (``message["type"]`` names the handler)."""
+    global _home_loop
+    _home_loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            get_channel_layer().group_send(user_group_name(user_id), message),
+            SEND_TIMEOUT_SECONDS,
+        )
+    except Exception:
+        LIVE_PUSH_FAILURES.inc()
+        logger.warning("message to a user's dashboards failed", exc_info=True)
+        return False
+    return True
+
+
+def user_message_send_sync(user_id: int, message: dict[str, Any]) -> bool | None:
+    return _run_sync(lambda: user_message_send(user_id, message))
 
 
 class VitalSample(TypedDict):
@@ -37,12 +123,6 @@ class VitalSample(TypedDict):
     unit: str
     observed_at: str
     artifact: bool
-
-
-class WardVitalsEvent(TypedDict):
-    type: str  # "ward.vitals", handled by the dashboard consumer's ward_vitals()
-    ward: str
-    vitals: list[VitalSample]
 
 
 class WardVitalsCoalescer:
@@ -90,30 +170,12 @@ class WardVitalsCoalescer:
     async def flush(self) -> int:
         """Send everything pending now; return the number of ward events sent."""
         pending, self._pending = self._pending, {}
-        layer = get_channel_layer()
         sent = 0
         for ward_code, samples in pending.items():
-            event: WardVitalsEvent = {
-                "type": "ward.vitals",
-                "ward": ward_code,
-                "vitals": list(samples.values()),
-            }
-            if await self._send(layer, ward_code, event):
+            event = {"type": "vitals", "ward": ward_code, "vitals": list(samples.values())}
+            if await ward_event_send(ward_code, event) is not None:
                 sent += 1
         return sent
-
-    async def _send(self, layer: Any, ward_code: str, event: WardVitalsEvent) -> bool:
-        try:
-            await asyncio.wait_for(
-                layer.group_send(ward_group_name(ward_code), event), SEND_TIMEOUT_SECONDS
-            )
-        except Exception:
-            # Redis down or slow: the readings are safe in MariaDB and dashboards resync on
-            # reconnect; losing this push must not touch the ingestion path.
-            LIVE_PUSH_FAILURES.inc()
-            logger.warning("live vitals push to a ward group failed", exc_info=True)
-            return False
-        return True
 
 
 ward_vitals = WardVitalsCoalescer()

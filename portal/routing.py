@@ -1,7 +1,11 @@
-"""WebSocket routes (the live dashboard issue adds the ward consumer)."""
+"""WebSocket routes."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from portal.consumers import WardConsumer
+
+websocket_urlpatterns = [
+    path("ws/wards/<slug:ward_code>/", WardConsumer.as_asgi()),
+]

@@ -127,8 +127,8 @@ async def test_it_raises_an_alert_through_a_real_worker_and_publishes_it(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         message = await asyncio.wait_for(layer.receive(channel), deadline - time.monotonic())
-        if message["type"] == "alert.transition":
-            event = message
+        if message["type"] == "ward.event" and message["event"]["type"] == "alert":
+            event = message["event"]
             break
     await layer.group_discard(ward_group_name(ward_code), channel)
     assert event is not None, "no alert event reached the ward group"

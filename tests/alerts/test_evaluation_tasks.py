@@ -188,8 +188,11 @@ def test_it_publishes_each_transition_to_the_ward_group_after_commit(
         await layer.group_discard(ward_group_name(ward.code), channel)
 
     asyncio.run(run())
-    [event] = received
-    assert event["type"] == "alert.transition"
+    [envelope] = received
+    assert envelope["type"] == "ward.event"
+    event = envelope["event"]
+    assert event["type"] == "alert"
+    assert event["seq"] >= 1
     assert event["event"] == "fired"
     assert event["ward"] == ward.code
     assert event["patient"] == str(admission.patient.public_id)

@@ -439,7 +439,10 @@ async def test_it_pushes_the_newest_values_to_the_ward_group(
         event = await asyncio.wait_for(layer.receive(channel), 5)
     finally:
         await layer.group_discard(ward_group_name(ward_code), channel)
-    assert event["type"] == "ward.vitals"
+    assert event["type"] == "ward.event"
+    event = event["event"]
+    assert event["type"] == "vitals"
+    assert event["seq"] >= 1
     assert event["ward"] == ward_code
     [sample] = event["vitals"]
     assert sample["value"] == 75.0

@@ -1,0 +1,193 @@
+"""The ward dashboard's WebSocket (protocol: docs/dashboard-protocol.md).
+
+Access is decided before the socket joins any group; refusals are sent as close codes the
+page can explain (4401 not logged in, 4403 not this ward, 4404 no such ward). On connect the
+client gets what it missed (replay) or a snapshot of the ward, then every ward event in order.
+The session is re-checked every ``RECHECK_SECONDS`` and on logout or revocation signals, so a
+dashboard whose session ended, or whose clinician lost the ward, closes and says so instead
+of freezing on stale values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from alerts.models import Alert
+from alerts.services import AlertActionRefused, alert_acknowledge
+from monitoring.events import user_group_name, ward_group_name
+from monitoring.wardlog import async_ward_log
+from patients.models import Ward
+from patients.selectors import ward_visible_to
+from portal.snapshot import ward_snapshot
+
+logger = logging.getLogger(__name__)
+
+NOT_LOGGED_IN = 4401
+FORBIDDEN = 4403
+NOT_FOUND = 4404
+TOO_SLOW = 4408
+RECHECK_SECONDS = 30
+# A client that has not confirmed this many events is not keeping up: it is disconnected and
+# resyncs from a snapshot, so what a slow client can make the server queue stays bounded.
+MAX_UNACKNOWLEDGED_EVENTS = 600
+
+
+class WardConsumer(AsyncJsonWebsocketConsumer):
+    ward_code: str = ""
+    groups_joined: list[str]
+
+    async def connect(self) -> None:
+        self.groups_joined = []
+        self.sent_seq = 0
+        self.acknowledged_seq = 0
+        self.recheck: asyncio.Task[None] | None = None
+        user = self.scope.get("user")
+        self.ward_code = self.scope["url_route"]["kwargs"]["ward_code"]
+        # Accept first: a close before accepting reaches the browser as a failed handshake
+        # (1006), and the page could not tell the clinician why.
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self._refuse(NOT_LOGGED_IN, "session_ended", "Your session has ended.")
+            return
+        refusal = await self._access_refusal()
+        if refusal is not None:
+            await self._refuse(*refusal)
+            return
+        for group in (ward_group_name(self.ward_code), user_group_name(user.pk)):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+        await self._catch_up()
+        self.recheck = asyncio.get_running_loop().create_task(self._recheck_periodically())
+
+    async def disconnect(self, code: int) -> None:
+        if self.recheck is not None:
+            self.recheck.cancel()
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = []
+
+    async def _refuse(self, code: int, kind: str, detail: str) -> None:
+        await self.send_json({"type": kind, "detail": detail})
+        await self.close(code=code)
+
+    @database_sync_to_async
+    def _access_refusal(self) -> tuple[int, str, str] | None:
+        user = self.scope["user"]
+        if not Ward.objects.filter(code=self.ward_code).exists():
+            return NOT_FOUND, "unknown_ward", "There is no such ward."
+        if ward_visible_to(user=user, ward_code=self.ward_code) is None:
+            return FORBIDDEN, "access_revoked", "You do not have access to this ward."
+        return None
+
+    @database_sync_to_async
+    def _session_alive(self) -> bool:
+        session: SessionBase | None = self.scope.get("session")
+        if session is None or session.session_key is None:
+            return False
+        return session.exists(session.session_key)
+
+    def _last_seq(self) -> int | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        try:
+            return int(query["last_seq"][0])
+        except (KeyError, ValueError, IndexError):
+            return None
+
+    async def _catch_up(self) -> None:
+        last_seq = self._last_seq()
+        if last_seq is not None:
+            backlog = await async_ward_log.since(self.ward_code, last_seq)
+            if backlog.events is not None:
+                await self.send_json(
+                    {"type": "replay", "from_seq": last_seq + 1, "events": backlog.events}
+                )
+                self.sent_seq = self.acknowledged_seq = backlog.current
+                return
+        # The number is read before the snapshot: any event after it is also sent live, and
+        # the client applies events idempotently (alerts by id, vitals by time).
+        seq = await async_ward_log.current(self.ward_code)
+        snapshot = await database_sync_to_async(ward_snapshot)(ward_code=self.ward_code)
+        await self.send_json({**snapshot, "type": "snapshot", "seq": seq})
+        self.sent_seq = self.acknowledged_seq = seq
+
+    async def _recheck_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if not await self._still_allowed():
+                return
+
+    async def _still_allowed(self) -> bool:
+        if not await self._session_alive():
+            await self._refuse(NOT_LOGGED_IN, "session_ended", "Your session has ended.")
+            return False
+        refusal = await self._access_refusal()
+        if refusal is not None:
+            await self._refuse(*refusal)
+            return False
+        return True
+
+    # --- from the client -------------------------------------------------------------------
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "acknowledge":
+            await self._acknowledge(str(content.get("alert", "")))
+        elif kind == "ack":
+            seq = content.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self.acknowledged_seq = max(self.acknowledged_seq, min(seq, self.sent_seq))
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "server_time": timezone.now().isoformat()})
+        else:
+            await self.send_json({"type": "error", "code": "unknown_message", "detail": "?"})
+
+    async def _acknowledge(self, alert_public_id: str) -> None:
+        if not await self._still_allowed():
+            return
+        result = await self._acknowledge_in_database(alert_public_id)
+        await self.send_json({"type": "ack_result", "alert": alert_public_id, **result})
+
+    @database_sync_to_async
+    def _acknowledge_in_database(self, alert_public_id: str) -> dict[str, Any]:
+        user = self.scope["user"]
+        try:
+            alert = Alert.objects.get(public_id=alert_public_id, bed__ward__code=self.ward_code)
+        except (Alert.DoesNotExist, ValidationError):
+            return {"ok": False, "code": "not_found", "detail": "No such alert on this ward."}
+        try:
+            alert_acknowledge(alert=alert, user=user)
+        except AlertActionRefused as refused:
+            return {"ok": False, "code": refused.code, "detail": refused.detail}
+        return {"ok": True}
+
+    # --- from the channel layer ------------------------------------------------------------
+
+    async def ward_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        seq = event.get("seq", 0)
+        if seq - self.acknowledged_seq > MAX_UNACKNOWLEDGED_EVENTS:
+            await self.send_json(
+                {"type": "too_slow", "detail": "This screen fell behind; reloading the ward."}
+            )
+            await self.close(code=TOO_SLOW)
+            return
+        self.sent_seq = max(self.sent_seq, seq)
+        await self.send_json(event)
+
+    async def session_ended(self, message: dict[str, Any]) -> None:
+        session = self.scope.get("session")
+        if message.get("session_key") in (None, getattr(session, "session_key", None)):
+            await self._refuse(NOT_LOGGED_IN, "session_ended", "You logged out.")
+
+    async def access_changed(self, message: dict[str, Any]) -> None:
+        if message.get("ward") == self.ward_code:
+            await self._still_allowed()

@@ -1,0 +1,158 @@
+"""The ward snapshot a dashboard receives on connect: everything on the ward, now.
+
+Queries are per ward, not per bed: a handful regardless of how many beds the ward has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Max
+from django.utils import timezone
+
+from alerts.models import Alert, PatientAlertState
+from monitoring.models import Device, Observation
+from monitoring.vitals import DEVICE_VITALS
+from patients.models import Ward
+from patients.selectors import beds_with_current_admission
+
+# A vital older than this is shown as stale; the device-offline alarm uses the same default.
+STALE_AFTER_SECONDS = 30
+SPARKLINE_WINDOW = dt.timedelta(minutes=15)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def latest_vitals(*, patient_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """The newest reading of each device vital per patient, in two index-only queries.
+
+    MAX(observed_at) grouped by (patient, code) is a loose index scan of the (patient, code,
+    observed_at) index; the rows are then fetched by their exact keys.
+    """
+    if not patient_ids:
+        return {}
+    newest = list(
+        Observation.objects.filter(patient_id__in=patient_ids, code__in=list(DEVICE_VITALS))
+        .values("patient_id", "code")
+        .annotate(at=Max("observed_at"))
+        .order_by()
+    )
+    result: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    if not newest:
+        return result
+    wanted = {(row["patient_id"], row["code"], row["at"]) for row in newest}
+    rows = Observation.objects.filter(
+        patient_id__in={p for p, _, _ in wanted},
+        code__in={c for _, c, _ in wanted},
+        observed_at__in={a for _, _, a in wanted},
+    ).values_list("patient_id", "code", "value", "unit", "observed_at", "artifact")
+    for patient_id, code, value, unit, observed_at, artifact in rows:
+        if (patient_id, code, observed_at) in wanted:
+            result[patient_id][code] = {
+                "value": value,
+                "unit": unit,
+                "observed_at": observed_at.isoformat(),
+                "artifact": artifact,
+            }
+    return result
+
+
+def alert_object(alert: Alert) -> dict[str, Any]:
+    """An open alert as the protocol's <alert object> (the event fields without the event)."""
+    by = alert.acknowledged_by
+    return {
+        "alert": str(alert.public_id),
+        "patient": str(alert.patient.public_id),
+        "bed": str(alert.bed.public_id) if alert.bed else None,
+        "bed_label": alert.bed.label if alert.bed else None,
+        "rule": alert.rule.name,
+        "rule_kind": alert.rule.kind,
+        "technical": alert.technical,
+        "priority": alert.priority,
+        "state": alert.state,
+        "condition_cleared": alert.condition_cleared_at is not None,
+        "message": alert.message,
+        "code": alert.code,
+        "value": alert.value,
+        "unit": alert.unit,
+        "fired_at": alert.fired_at.isoformat(),
+        "value_at": _iso(alert.value_at),
+        "acknowledged_at": _iso(alert.acknowledged_at),
+        "acknowledged_by": (by.get_full_name() or by.get_username()) if by else None,
+        "escalation_level": alert.escalation_level,
+    }
+
+
+def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
+    ward = Ward.objects.get(code=ward_code)
+    beds = list(beds_with_current_admission(ward=ward))
+    patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
+    patient_ids = [p.pk for p in patients.values()]
+    vitals = latest_vitals(patient_ids=patient_ids)
+    news2 = {
+        state.patient_id: state
+        for state in PatientAlertState.objects.filter(
+            patient_id__in=patient_ids, news2_total__isnull=False
+        )
+    }
+    alerts: dict[int, list[Alert]] = defaultdict(list)
+    for alert in Alert.objects.filter(open_patient__in=patient_ids).select_related(
+        "patient", "rule", "bed", "acknowledged_by"
+    ):
+        alerts[alert.patient_id].append(alert)
+    devices: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for bed_id, serial, last_seen in Device.objects.filter(bed__ward=ward, active=True).values_list(
+        "bed_id", "serial", "last_seen_at"
+    ):
+        devices[bed_id].append({"serial": serial, "last_seen_at": _iso(last_seen)})
+
+    def bed_entry(bed: Any) -> dict[str, Any]:
+        patient = patients.get(bed.pk)
+        state = news2.get(patient.pk) if patient else None
+        return {
+            "bed": str(bed.public_id),
+            "label": bed.label,
+            "patient": {
+                "id": str(patient.public_id),
+                "name": f"{patient.family_name.upper()}, {patient.given_name}",
+                "mrn": patient.mrn,
+            }
+            if patient
+            else None,
+            "vitals": vitals.get(patient.pk, {}) if patient else {},
+            "sparklines": {},
+            "news2": {
+                "total": state.news2_total,
+                "complete": state.news2_complete,
+                "risk": state.news2_risk,
+                "at": _iso(state.news2_at),
+            }
+            if state
+            else None,
+            "alerts": [alert_object(a) for a in alerts.get(patient.pk, [])] if patient else [],
+            "devices": devices.get(bed.pk, []),
+        }
+
+    return {
+        "server_time": timezone.now().isoformat(),
+        "ward": {
+            "code": ward.code,
+            "name": ward.name,
+            "escalation_seconds": ward.escalation_seconds,
+        },
+        "vitals": {
+            code: {
+                "short_name": vital.short_name,
+                "name": vital.name,
+                "unit": vital.unit,
+                "decimals": vital.decimals,
+            }
+            for code, vital in DEVICE_VITALS.items()
+        },
+        "stale_after_seconds": STALE_AFTER_SECONDS,
+        "beds": [bed_entry(bed) for bed in beds],
+    }

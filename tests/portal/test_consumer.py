@@ -1,0 +1,283 @@
+"""The ward dashboard WebSocket through config.asgi.application and the real Redis layer."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from alerts.defaults import default_rules_ensure
+from alerts.models import Alert, AlertEvent, AlertRule
+from config.asgi import application
+from monitoring import wardlog
+from monitoring.events import ward_event_send
+from patients.models import WardAccess
+from tests import factories
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+def _session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@asynccontextmanager
+async def dashboard(
+    ward_code: str,
+    user: Any = None,
+    *,
+    origin: str = "http://localhost",
+    query: str = "",
+) -> AsyncIterator[tuple[WebsocketCommunicator, bool, Any]]:
+    headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
+    if user is not None:
+        cookie = await sync_to_async(_session_cookie)(user)
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    communicator = WebsocketCommunicator(
+        application, f"/ws/wards/{ward_code}/{query}", headers=headers
+    )
+    connected, code = await communicator.connect(timeout=10)
+    try:
+        yield communicator, connected, code
+    finally:
+        await communicator.disconnect()
+
+
+async def _closed_with(communicator: WebsocketCommunicator) -> tuple[dict[str, Any], int]:
+    notice = await communicator.receive_json_from(timeout=5)
+    closing = await communicator.receive_output(timeout=5)
+    assert closing["type"] == "websocket.close"
+    return notice, closing["code"]
+
+
+@pytest.fixture
+def ward_with_patient() -> dict[str, Any]:
+    default_rules_ensure(AlertRule)
+    ward = factories.ward()
+    admission = factories.admitted_patient(factories.bed(ward, label="Bed 01"))
+    factories.bed(ward, label="Bed 02")
+    device = factories.device(admission.bed)
+    return {
+        "ward": ward,
+        "admission": admission,
+        "device": device,
+        "nurse": factories.clinician(ward),
+    }
+
+
+async def test_it_closes_an_anonymous_socket_with_4401() -> None:
+    ward = await sync_to_async(factories.ward)()
+    async with dashboard(ward.code) as (communicator, connected, _):
+        assert connected
+        notice, code = await _closed_with(communicator)
+    assert (notice["type"], code) == ("session_ended", 4401)
+
+
+async def test_it_closes_a_socket_for_another_ward_with_4403(ward_with_patient: dict) -> None:
+    other = await sync_to_async(factories.clinician)(await sync_to_async(factories.ward)())
+    async with dashboard(ward_with_patient["ward"].code, other) as (communicator, _, _):
+        notice, code = await _closed_with(communicator)
+    assert (notice["type"], code) == ("access_revoked", 4403)
+
+
+async def test_it_closes_a_socket_for_an_unknown_ward_with_4404(ward_with_patient: dict) -> None:
+    async with dashboard("no-such-ward", ward_with_patient["nurse"]) as (communicator, _, _):
+        notice, code = await _closed_with(communicator)
+    assert (notice["type"], code) == ("unknown_ward", 4404)
+
+
+async def test_it_refuses_a_socket_from_a_foreign_origin(ward_with_patient: dict) -> None:
+    async with dashboard(
+        ward_with_patient["ward"].code, ward_with_patient["nurse"], origin="http://evil.example"
+    ) as (_, connected, _):
+        assert not connected
+
+
+async def test_it_sends_a_clinician_a_snapshot_of_their_ward(ward_with_patient: dict) -> None:
+    admission = ward_with_patient["admission"]
+    now = timezone.now()
+    await sync_to_async(_reading)(ward_with_patient, "8867-4", 71.0, now - dt.timedelta(seconds=9))
+    await sync_to_async(_reading)(ward_with_patient, "8867-4", 73.0, now - dt.timedelta(seconds=2))
+    await sync_to_async(_reading)(ward_with_patient, "59408-5", 96.0, now - dt.timedelta(seconds=2))
+    alert = await sync_to_async(_alert)(ward_with_patient)
+    async with dashboard(ward_with_patient["ward"].code, ward_with_patient["nurse"]) as (
+        communicator,
+        _,
+        _,
+    ):
+        snapshot = await communicator.receive_json_from(timeout=5)
+    assert snapshot["type"] == "snapshot"
+    assert isinstance(snapshot["seq"], int)
+    assert snapshot["ward"]["code"] == ward_with_patient["ward"].code
+    occupied, empty = snapshot["beds"]
+    assert (occupied["label"], empty["label"]) == ("Bed 01", "Bed 02")
+    assert occupied["patient"]["mrn"] == admission.patient.mrn
+    assert occupied["vitals"]["8867-4"]["value"] == 73.0
+    assert occupied["vitals"]["59408-5"]["value"] == 96.0
+    assert [a["alert"] for a in occupied["alerts"]] == [str(alert.public_id)]
+    assert occupied["alerts"][0]["priority"] == "high"
+    assert occupied["devices"][0]["serial"] == ward_with_patient["device"].serial
+    assert empty["patient"] is None and empty["alerts"] == []
+
+
+async def test_it_sends_an_administrator_any_ward(ward_with_patient: dict) -> None:
+    administrator = await sync_to_async(factories.administrator)()
+    async with dashboard(ward_with_patient["ward"].code, administrator) as (communicator, _, _):
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "snapshot"
+
+
+async def test_it_relays_numbered_ward_events_in_order(ward_with_patient: dict) -> None:
+    code = ward_with_patient["ward"].code
+    async with dashboard(code, ward_with_patient["nurse"]) as (communicator, _, _):
+        snapshot = await communicator.receive_json_from(timeout=5)
+        first = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        second = await ward_event_send(code, {"type": "alert", "ward": code, "alert": "x"})
+        received = [await communicator.receive_json_from(timeout=5) for _ in range(2)]
+    assert [e["type"] for e in received] == ["vitals", "alert"]
+    assert (
+        [e["seq"] for e in received]
+        == [first, second]
+        == [
+            snapshot["seq"] + 1,
+            snapshot["seq"] + 2,
+        ]
+    )
+
+
+async def test_it_replays_what_a_reconnecting_client_missed(ward_with_patient: dict) -> None:
+    code = ward_with_patient["ward"].code
+    nurse = ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (communicator, _, _):
+        last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
+    missed = [
+        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": [], "n": n})
+        for n in range(3)
+    ]
+    async with dashboard(code, nurse, query=f"?last_seq={last_seq}") as (communicator, _, _):
+        replay = await communicator.receive_json_from(timeout=5)
+    assert replay["type"] == "replay"
+    assert replay["from_seq"] == last_seq + 1
+    assert [e["seq"] for e in replay["events"]] == missed
+    assert [e["n"] for e in replay["events"]] == [0, 1, 2]
+
+
+async def test_it_sends_a_snapshot_when_the_missed_events_are_gone(
+    ward_with_patient: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = ward_with_patient["ward"].code
+    monkeypatch.setattr(wardlog, "LOG_LENGTH", 2)
+    first = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    for _ in range(3):
+        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    assert first is not None
+    query = f"?last_seq={first}"
+    async with dashboard(code, ward_with_patient["nurse"], query=query) as (communicator, _, _):
+        answer = await communicator.receive_json_from(timeout=5)
+    assert answer["type"] == "snapshot"
+    assert answer["seq"] == first + 3
+
+
+async def test_it_acknowledges_over_the_socket_and_tells_every_dashboard(
+    ward_with_patient: dict,
+) -> None:
+    alert = await sync_to_async(_alert)(ward_with_patient)
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    colleague = await sync_to_async(factories.clinician)(ward_with_patient["ward"])
+    async with dashboard(code, nurse) as (mine, _, _), dashboard(code, colleague) as (theirs, _, _):
+        await mine.receive_json_from(timeout=5)
+        await theirs.receive_json_from(timeout=5)
+        await mine.send_json_to({"type": "acknowledge", "alert": str(alert.public_id)})
+        answers = [await mine.receive_json_from(timeout=5) for _ in range(2)]
+        seen = await theirs.receive_json_from(timeout=5)
+        await mine.send_json_to({"type": "acknowledge", "alert": str(alert.public_id)})
+        again = await mine.receive_json_from(timeout=5)
+    by_type = {a["type"]: a for a in answers}
+    assert by_type["ack_result"] == {
+        "type": "ack_result",
+        "alert": str(alert.public_id),
+        "ok": True,
+    }
+    for event in (by_type["alert"], seen):
+        assert (event["event"], event["state"], event["alert"]) == (
+            "acknowledged",
+            "acknowledged",
+            str(alert.public_id),
+        )
+    assert again["ok"] is False and again["code"] == "not_active"
+    event = await sync_to_async(AlertEvent.objects.get)(alert=alert, kind="acknowledged")
+    assert event.by_id == nurse.pk
+
+
+async def test_it_closes_the_socket_when_the_ward_is_revoked(ward_with_patient: dict) -> None:
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (communicator, _, _):
+        await communicator.receive_json_from(timeout=5)
+        await sync_to_async(WardAccess.objects.filter(user=nurse).delete)()
+        notice, close_code = await _closed_with(communicator)
+    assert (notice["type"], close_code) == ("access_revoked", 4403)
+
+
+async def test_it_closes_the_socket_when_the_user_logs_out(ward_with_patient: dict) -> None:
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    cookie = await sync_to_async(_session_cookie)(nurse)
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, f"/ws/wards/{code}/", headers=headers)
+    await communicator.connect(timeout=10)
+    try:
+        await communicator.receive_json_from(timeout=5)
+
+        def log_out() -> None:
+            client = Client()
+            client.cookies[settings.SESSION_COOKIE_NAME] = cookie
+            assert client.post("/accounts/logout/").status_code == 302
+
+        await sync_to_async(log_out)()
+        notice, close_code = await _closed_with(communicator)
+    finally:
+        await communicator.disconnect()
+    assert (notice["type"], close_code) == ("session_ended", 4401)
+
+
+def _reading(context: dict, code: str, value: float, at: dt.datetime) -> None:
+    from monitoring.models import Observation
+    from monitoring.vitals import VITALS
+
+    Observation.objects.create(
+        device=context["device"],
+        patient=context["admission"].patient,
+        code=code,
+        value=value,
+        unit=VITALS[code].unit,
+        observed_at=at,
+        received_at=at,
+    )
+
+
+def _alert(context: dict) -> Alert:
+    admission = context["admission"]
+    return Alert.objects.create(
+        patient=admission.patient,
+        rule=AlertRule.objects.get(name="SpO2 below 90 %", patient__isnull=True),
+        bed=admission.bed,
+        priority="high",
+        latching=True,
+        message="SpO2 85 % below 90 %",
+        code="59408-5",
+        value=85.0,
+        unit="%",
+        fired_at=timezone.now(),
+    )
