@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from monitoring.api import ingest
+from portal.session_views import session_keepalive
 
 admin.site.site_header = "Ward portal administration"
 admin.site.site_title = "Ward portal admin"
@@ -22,6 +23,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/keepalive/", session_keepalive, name="session-keepalive"),
     # Served through config.asgi's lean path (no middleware); listed here so the URL resolves.
     path("api/v1/ingest/", ingest, name="ingest"),
     path("", include("portal.urls")),

@@ -94,3 +94,25 @@ def test_it_serves_its_own_stylesheets_without_a_cdn() -> None:
     login = client.get("/accounts/login/")
     assert "/static/portal/portal.css" in login.text
     assert "//cdn" not in login.text and "googleapis" not in login.text
+
+
+def test_it_locks_out_a_username_after_repeated_wrong_passwords() -> None:
+    user = factories.clinician()
+    client = Client()
+    for _ in range(5):
+        client.post("/accounts/login/", {"username": user.username, "password": "guess"})
+    locked = client.post(
+        "/accounts/login/", {"username": user.username, "password": "test-password-123"}
+    )
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_it_keeps_a_watched_dashboards_session_alive_and_says_when_it_ended() -> None:
+    client = Client()
+    client.force_login(factories.clinician())
+    assert client.post("/accounts/keepalive/").status_code == 204
+    client.post("/accounts/logout/")
+    ended = client.post("/accounts/keepalive/")
+    assert ended.status_code == 401
+    assert ended.json()["code"] == "session_ended"
