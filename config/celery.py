@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_failure.connect
+def _count_task_failure(sender: Any = None, **kwargs: Any) -> None:
+    """Count failures where the web process's /metrics can read them (workers are separate
+    processes with no scrape endpoint of their own)."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    from config.metrics import task_failures_key
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1).hincrby(
+            task_failures_key(), getattr(sender, "name", "unknown"), 1
+        )
+    except redis.RedisError:
+        logger.warning("could not count a task failure in Redis", exc_info=True)

@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from config.health import healthz, readyz
+from config.metrics import metrics
 from monitoring.api import ingest
 from portal.session_views import session_keepalive
 
@@ -14,6 +16,9 @@ admin.site.site_title = "Ward portal admin"
 admin.site.index_title = "Hospital administration"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",

@@ -5,7 +5,7 @@ Labels never carry patient data: only outcome codes and ward-independent names.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INGEST_MESSAGES = Counter(
     "portal_ingest_messages_total", "Device messages answered, by HTTP status.", ["status"]
@@ -29,3 +29,5 @@ EVALUATION_REQUEST_FAILURES = Counter(
     "portal_evaluation_request_failures_total",
     "Alert evaluation requests the broker did not take (the catch-up evaluates them).",
 )
+
+OPEN_WEBSOCKETS = Gauge("portal_open_websockets", "Dashboard WebSockets open in this process.")

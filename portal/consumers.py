@@ -24,6 +24,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from alerts.services import AlertActionRefused, alert_acknowledge
 from monitoring.events import user_group_name, ward_group_name
+from monitoring.metrics import OPEN_WEBSOCKETS
 from monitoring.wardlog import async_ward_log
 from patients.models import Ward
 from patients.selectors import ward_visible_to
@@ -62,6 +63,8 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         if refusal is not None:
             await self._refuse(*refusal)
             return
+        OPEN_WEBSOCKETS.inc()
+        self.counted = True
         for group in (ward_group_name(self.ward_code), user_group_name(user.pk)):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
@@ -69,6 +72,9 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         self.recheck = asyncio.get_running_loop().create_task(self._recheck_periodically())
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            OPEN_WEBSOCKETS.dec()
+            self.counted = False
         if self.recheck is not None:
             self.recheck.cancel()
         for group in self.groups_joined:
