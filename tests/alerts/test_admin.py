@@ -14,12 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-import alerts.admin
 from alerts.defaults import default_rules_ensure
 from alerts.models import Alert, AlertEvent, AlertRule, News2Score, PatientAlertState
 from monitoring import vitals
 from monitoring.models import Observation
-from monitoring.services import ObservationRefused
 from patients.models import Admission, Bed, Patient
 from tests import factories
 
@@ -246,6 +244,26 @@ def test_it_lists_and_filters_rules_by_scope(admin_browser: Client, default_rule
     page = admin_browser.get(RULES).content.decode()
     assert "Patient COPD0001" in page
     assert "Ward resp" in page
+
+
+def test_it_lists_rules_with_as_many_queries_for_one_as_for_many(admin_browser: Client) -> None:
+    _spo2_rule()
+    with_one = _queries(admin_browser, RULES)
+
+    wards = [factories.ward() for _ in range(5)]
+    patients = [factories.patient() for _ in range(5)]
+    for n in range(30):
+        AlertRule.objects.create(
+            name=f"HR {n}",
+            code=HEART_RATE,
+            high=130 + n,
+            priority="medium",
+            ward=wards[n % 5] if n % 3 == 0 else None,
+            patient=patients[n % 5] if n % 3 == 1 else None,
+        )
+
+    # The ward filter lists the wards in one query, however many there are.
+    assert _queries(admin_browser, RULES) == with_one
 
 
 # Alerts ---------------------------------------------------------------------------------------
@@ -528,6 +546,24 @@ def test_it_adds_a_patients_own_threshold_rule_and_scale_2_on_the_patient_page(
     assert patient.news2_spo2_scale2
     entry = LogEntry.objects.get(object_id=str(patient.pk), action_flag=CHANGE)
     assert "COPD SpO2 target" in entry.get_change_message()
+    # The rule's own history says so too.
+    entry = LogEntry.objects.get(object_id=str(rule.pk), action_flag=ADDITION)
+    assert entry.get_change_message() == f"Added on the page of patient {patient.mrn}."
+
+    response = admin_browser.post(
+        reverse("admin:patients_patient_change", args=[patient.pk]),
+        _patient_form(
+            patient,
+            news2_spo2_scale2="on",
+            **{"alert_rules-TOTAL_FORMS": "1", "alert_rules-INITIAL_FORMS": "1"},
+            **_inline_rule(0, id=rule.pk, patient=patient.pk, low="87", clear_low="88"),
+        ),
+    )
+    assert response.status_code == 302
+    entry = LogEntry.objects.get(object_id=str(rule.pk), action_flag=CHANGE)
+    assert entry.get_change_message() == (
+        f"Changed low, clear low on the page of patient {patient.mrn}."
+    )
 
 
 def test_it_refuses_an_invalid_own_rule_on_the_patient_page_readably(
@@ -650,28 +686,5 @@ def test_it_records_for_exactly_one_patient_at_a_time(admin_browser: Client) -> 
     assert _messages(done) == [
         "Recording observations acts on exactly one patient: select only that patient and try "
         "again."
-    ]
-    assert not Observation.objects.exists()
-
-
-def test_it_shows_the_services_refusal_and_records_neither_value(
-    admin_browser: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No choice the form offers is refused today; a refusal the service may add later (say,
-    # a patient no longer admitted) must still reach the user, and leave nothing half-done.
-    real_observation_enter = alerts.admin.observation_enter
-
-    def refusing_consciousness(**kwargs: Any) -> Observation:
-        if kwargs["code"] == vitals.CONSCIOUSNESS.code:
-            raise ObservationRefused("refused_for_test", "Consciousness cannot be recorded now.")
-        return real_observation_enter(**kwargs)
-
-    monkeypatch.setattr(alerts.admin, "observation_enter", refusing_consciousness)
-    patient = factories.patient()
-
-    done = _record(admin_browser, patient, air_or_oxygen="1", consciousness="3")
-
-    assert _messages(done) == [
-        f"Nothing was recorded for patient {patient.mrn}: Consciousness cannot be recorded now."
     ]
     assert not Observation.objects.exists()

@@ -244,7 +244,7 @@ def test_it_shows_admissions_on_the_patient_page_read_only(admin_browser: Client
     url = reverse("admin:patients_patient_change", args=[patient.pk])
     response = admin_browser.get(url)
     assert str(admission.bed) in response.content.decode()
-    (inline,) = response.context["inline_admin_formsets"]
+    (inline,) = [i for i in response.context["inline_admin_formsets"] if i.opts.model is Admission]
     assert not (inline.has_add_permission or inline.has_change_permission)
     assert not inline.has_delete_permission
 
@@ -330,6 +330,7 @@ def test_it_records_the_grantor_of_access_added_on_the_ward_page(
         {
             "code": ward.code,
             "name": ward.name,
+            "escalation_seconds": "60",
             "beds-TOTAL_FORMS": "1",
             "beds-INITIAL_FORMS": "0",
             "beds-0-label": "B1",
