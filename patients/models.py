@@ -163,3 +163,77 @@ class WardAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.ward.code}"
+
+
+class ApiToken(models.Model):
+    """A credential for another hospital system or a script: scoped, revocable, hashed.
+
+    The plain token is shown once when issued; only its SHA-256 digest is stored. It acts as
+    its user, limited to its scopes.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read records"
+        ACKNOWLEDGE = "acknowledge", "Acknowledge and resolve alerts"
+        WRITE = "write", "Change records (admissions, rules, devices)"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="Which system or script uses it.")
+    scopes = models.JSONField(default=list)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+
+class AccessLog(models.Model):
+    """Append-only record of every read of a patient's records: who, what, whom, when, where.
+
+    Rows are only ever inserted (``patients.audit.access_record``); the admin shows them
+    read-only and the model refuses updates.
+    """
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    token = models.ForeignKey(
+        ApiToken, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=64)
+    resource = models.CharField(max_length=200, blank=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [
+            models.Index(fields=["patient", "at"], name="access_patient_time_idx"),
+            models.Index(fields=["user", "at"], name="access_user_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValueError("The access log is append-only.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]

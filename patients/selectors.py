@@ -7,7 +7,7 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
-from patients.models import Admission, Bed, Ward
+from patients.models import Admission, Bed, Patient, Ward
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -65,3 +65,26 @@ def beds_free() -> QuerySet[Bed]:
     return (
         Bed.objects.filter(~Exists(occupied)).select_related("ward").order_by("ward__code", "label")
     )
+
+
+def patients_visible_to(*, user: User) -> QuerySet[Patient]:
+    """Patients admitted now to a ward the user may see (administrators: every patient)."""
+    if not user.is_authenticated or not user.is_active:
+        return Patient.objects.none()
+    if user_sees_all_wards(user=user):
+        return Patient.objects.all()
+    return Patient.objects.filter(
+        admissions__discharged_at__isnull=True,
+        admissions__bed__ward__in=wards_visible_to(user=user),
+    )
+
+
+def beds_visible_to(*, user: User) -> QuerySet[Bed]:
+    return Bed.objects.filter(ward__in=wards_visible_to(user=user))
+
+
+def admissions_visible_to(*, user: User) -> QuerySet[Admission]:
+    """Admissions of the wards the user may see (open and closed); administrators: all."""
+    if user_sees_all_wards(user=user):
+        return Admission.objects.all()
+    return Admission.objects.filter(bed__ward__in=wards_visible_to(user=user))

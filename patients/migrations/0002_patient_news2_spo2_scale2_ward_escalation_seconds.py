@@ -4,20 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('patients', '0001_initial'),
+        ("patients", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='patient',
-            name='news2_spo2_scale2',
-            field=models.BooleanField(default=False, help_text='Only for a patient whose clinician set an SpO2 target of 88–92 % (e.g. hypercapnic respiratory failure).', verbose_name='NEWS2 SpO2 scale 2'),
+            model_name="patient",
+            name="news2_spo2_scale2",
+            field=models.BooleanField(
+                default=False,
+                help_text="Only for a patient whose clinician set an SpO2 target of 88–92 % (e.g. hypercapnic respiratory failure).",
+                verbose_name="NEWS2 SpO2 scale 2",
+            ),
         ),
         migrations.AddField(
-            model_name='ward',
-            name='escalation_seconds',
-            field=models.PositiveIntegerField(default=60, help_text='An active high-priority alert not acknowledged within this time escalates one level, and again after each further period.'),
+            model_name="ward",
+            name="escalation_seconds",
+            field=models.PositiveIntegerField(
+                default=60,
+                help_text="An active high-priority alert not acknowledged within this time escalates one level, and again after each further period.",
+            ),
         ),
     ]
