@@ -12,3 +12,10 @@ class AlertsConfig(AppConfig):
         from monitoring.hooks import observations_recorded
 
         observations_recorded.connect(on_observations_recorded, dispatch_uid="alerts.evaluate")
+
+        from auditlog.registry import auditlog
+
+        from alerts.models import AlertRule
+
+        # Alerts keep their own trail (AlertEvent); rules are configuration with a history.
+        auditlog.register(AlertRule)

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "axes",
+    "auditlog",
     "patients",
     "monitoring",
     "alerts",
@@ -106,6 +107,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Records who changed what (and from which address) for every audited model.
+    "auditlog.middleware.AuditlogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -157,6 +160,10 @@ if IS_PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+# Change history (django-auditlog): models register in their app's ready(); the addresses
+# recorded follow the same proxy rule as the access log.
+AUDITLOG_INCLUDE_ALL_MODELS = False
 
 # Idle sessions expire on ordinary pages after this long without a request; an open ward
 # dashboard keeps its session alive (it calls /accounts/keepalive/ while connected).

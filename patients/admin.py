@@ -17,8 +17,9 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from patients.api_access import api_token_issue, api_token_revoke
 from patients.forms import BedChoiceForm
-from patients.models import Admission, Bed, Patient, Ward, WardAccess
+from patients.models import AccessLog, Admission, ApiToken, Bed, Patient, Ward, WardAccess
 from patients.selectors import open_admission_subquery
 from patients.services import (
     AdmissionRefused,
@@ -450,3 +451,66 @@ class AdmissionAdmin(ReadOnlyModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Admission]:
         # The read-only change page renders str(bed), which reads the ward.
         return super().get_queryset(request).select_related("patient", "bed__ward")
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(ReadOnlyModelAdmin):
+    """Who read which patient's records, when, from where: browsable, never editable."""
+
+    list_display = ["at", "user", "token", "patient", "action", "address", "request_id"]
+    list_filter = ["action", ("user", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["=patient__mrn", "=user__username", "=request_id"]
+    list_select_related = ["user", "token", "patient"]
+    show_full_result_count = False
+    ordering = ["-at", "-pk"]
+    sortable_by: list[str] = []
+    raw_id_fields = ["user", "token", "patient"]
+    fields = [*list_display, "resource"]
+    readonly_fields = fields
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens for other systems: issued by an action that shows the token once."""
+
+    list_display = ["name", "user", "scopes", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "=user__username"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["hint", "created_at", "last_used_at", "revoked_at"]
+    fields = ["name", "user", "scopes", "expires_at", *readonly_fields]
+    actions = ["revoke_tokens"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        # Issued through the service, so the plain token exists only in this response.
+        token, plain = api_token_issue(user=obj.user, name=obj.name, scopes=list(obj.scopes))
+        token.expires_at = obj.expires_at
+        token.save(update_fields=["expires_at"])
+        obj.pk, obj.digest, obj.hint = token.pk, token.digest, token.hint
+        # On the request, not the (shared) ModelAdmin: the token belongs to this response only.
+        request.issued_api_token = plain  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: Any = None
+    ) -> Any:
+        response = TemplateResponse(
+            request,
+            "admin/patients/apitoken/issued.html",
+            {
+                **self.admin_site.each_context(request),
+                "token": obj,
+                "plain": request.issued_api_token,  # type: ignore[attr-defined]
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        for token in queryset:
+            api_token_revoke(token=token)
+        messages.success(request, f"Revoked {queryset.count()} token(s).")

@@ -108,7 +108,24 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         except (KeyError, ValueError, IndexError):
             return None
 
+    @database_sync_to_async
+    def _audit_subscription(self) -> None:
+        """A dashboard subscription reads every patient on the ward: one access row each."""
+        from patients.audit import access_record
+        from patients.models import Admission
+
+        access_record(
+            user=self.scope["user"],
+            patient_ids=Admission.objects.filter(
+                bed__ward__code=self.ward_code, discharged_at__isnull=True
+            ).values_list("patient_id", flat=True),
+            action="dashboard.subscribe",
+            resource=f"ws/wards/{self.ward_code}/",
+            address=(self.scope.get("client") or [None])[0],
+        )
+
     async def _catch_up(self) -> None:
+        await self._audit_subscription()
         last_seq = self._last_seq()
         if last_seq is not None:
             backlog = await async_ward_log.since(self.ward_code, last_seq)

@@ -281,3 +281,17 @@ def _alert(context: dict) -> Alert:
         unit="%",
         fired_at=timezone.now(),
     )
+
+
+async def test_it_records_a_dashboard_subscription_in_the_access_log(
+    ward_with_patient: dict,
+) -> None:
+    from patients.models import AccessLog
+
+    nurse = ward_with_patient["nurse"]
+    async with dashboard(ward_with_patient["ward"].code, nurse) as (communicator, _, _):
+        await communicator.receive_json_from(timeout=5)
+    rows = await sync_to_async(
+        lambda: list(AccessLog.objects.filter(user=nurse).values_list("action", "patient_id"))
+    )()
+    assert rows == [("dashboard.subscribe", ward_with_patient["admission"].patient_id)]
