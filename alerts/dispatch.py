@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from monitoring.metrics import EVALUATION_REQUEST_FAILURES
 from monitoring.services import RecordedMessage
 
@@ -26,11 +28,16 @@ class EvaluationDispatcher:
         self.interval = interval
         self._pending: list[int] = []
         self._task: asyncio.Task[None] | None = None
+        self._schedule: asyncio.Task[None] | None = None
 
     def add(self, message_pk: int) -> None:
         self._pending.append(message_pk)
         if self._task is None or self._task.done() or self._task.get_loop().is_closed():
             self._task = asyncio.get_running_loop().create_task(self._tick())
+        if settings.CELERY_TASK_ALWAYS_EAGER and (
+            self._schedule is None or self._schedule.done() or self._schedule.get_loop().is_closed()
+        ):
+            self._schedule = asyncio.get_running_loop().create_task(_embedded_schedule())
 
     async def _tick(self) -> None:
         while self._pending:
@@ -54,6 +61,32 @@ class EvaluationDispatcher:
                 continue
             sent += len(batch)
         return sent
+
+
+async def _embedded_schedule() -> None:
+    """The embedded demo has no broker and so no beat: run beat's schedule in this process.
+
+    Started by the first device message. In this process, so the alarms it raises reach the
+    dashboards through the in-memory channel layer like every other event.
+    """
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    entries = [
+        (app.tasks[entry["task"]], float(entry["schedule"]))
+        for entry in settings.CELERY_BEAT_SCHEDULE.values()
+    ]
+    loop = asyncio.get_running_loop()
+    due = [loop.time()] * len(entries)
+    while True:
+        for index, (task, interval) in enumerate(entries):
+            if loop.time() >= due[index]:
+                try:
+                    await loop.run_in_executor(None, task.apply)
+                except Exception:
+                    logger.exception("scheduled task %s failed", task.name)
+                due[index] = loop.time() + interval
+        await asyncio.sleep(max(0.1, min(due) - loop.time()))
 
 
 def _send(batch: list[int]) -> None:

@@ -27,12 +27,14 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models, transaction
+from django.utils import timezone
 
 from alerts.defaults import default_rules_ensure
 from alerts.models import AlertRule, Priority
-from monitoring.models import Device
-from monitoring.services import TOKEN_PREFIX, device_token_store
-from monitoring.vitals import DEVICE_VITALS
+from alerts.news2 import NURSE_ENTERED_FRESHNESS
+from monitoring.models import Device, Observation
+from monitoring.services import TOKEN_PREFIX, device_token_store, observation_enter
+from monitoring.vitals import CONSCIOUSNESS, DEVICE_VITALS, SUPPLEMENTAL_OXYGEN
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
 from patients.services import AdmissionRefused, admission_create
 
@@ -383,6 +385,7 @@ class DemoSummary:
     admissions_created: int = 0
     tokens_issued: int = 0
     passwords_reset: int = 0
+    staff_observations: int = 0
     # Demo patients left as an administrator arranged them, with the reason.
     admissions_left_alone: list[str] = field(default_factory=list)
     logins: list[DemoLogin] = field(default_factory=list)
@@ -483,6 +486,25 @@ def _ensure_user(*, user: DemoUser, wards: Mapping[str, Ward], summary: DemoSumm
     )
 
 
+def _ensure_staff_observations(*, summary: DemoSummary) -> None:
+    """Record "on air" and "alert" for each admitted demo patient, as the admitting nurse
+    would: NEWS2 needs both, and without them every score would show as incomplete (and a
+    scale-2 patient's SpO2 would be scored as if on oxygen). Only where none is recent, so a
+    rerun adds nothing."""
+    nurse = User.objects.filter(is_superuser=True).order_by("pk").first()
+    recent = timezone.now() - NURSE_ENTERED_FRESHNESS
+    admitted = Patient.objects.filter(
+        mrn__startswith="DEMO", admissions__discharged_at__isnull=True
+    ).distinct()
+    for patient in admitted:
+        for code in (SUPPLEMENTAL_OXYGEN.code, CONSCIOUSNESS.code):
+            if not Observation.objects.filter(
+                patient=patient, code=code, observed_at__gte=recent
+            ).exists():
+                observation_enter(patient=patient, code=code, value=0, user=nurse)
+                summary.staff_observations += 1
+
+
 def demo_hospital_load(*, path: Path) -> DemoSummary:
     """Create or correct the demo hospital described in ``path``, in one transaction.
 
@@ -534,6 +556,7 @@ def demo_hospital_load(*, path: Path) -> DemoSummary:
             _ensure_device(device=device, bed=None, summary=summary)
         for user in hospital.users:
             _ensure_user(user=user, wards=wards, summary=summary)
+        _ensure_staff_observations(summary=summary)
         # The hospital defaults come with the alerts app's migrations; the demo adds only
         # patients' own rules (a transactional test may have flushed the defaults: restore).
         default_rules_ensure(AlertRule)

@@ -12,7 +12,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 
 from alerts.models import AlertRule
 from alerts.selectors import rules_effective_for
@@ -143,7 +143,11 @@ def test_it_lets_the_documented_demo_logins_sign_in() -> None:
     _load()
 
     for declared in _demo_file()["users"]:
-        user = authenticate(username=declared["username"], password=declared["password"])
+        user = authenticate(
+            RequestFactory().post("/accounts/login/"),
+            username=declared["username"],
+            password=declared["password"],
+        )
         assert user is not None, declared["username"]
         assert user.first_name
         assert user.last_name
@@ -158,7 +162,8 @@ def test_it_restores_a_demo_password_someone_changed() -> None:
 
     output = _load()
 
-    assert authenticate(username="nurse.amu", password="demo-nurse-2026") is not None
+    request = RequestFactory().post("/accounts/login/")
+    assert authenticate(request, username="nurse.amu", password="demo-nurse-2026") is not None
     assert "1 demo passwords reset" in output
 
 
@@ -295,3 +300,18 @@ def test_it_documents_every_key_the_demo_file_uses() -> None:
             used |= _key_paths({key: value}, "")
 
     assert used <= set(document["key_reference"])
+
+
+@pytest.mark.django_db
+def test_it_records_air_and_alert_for_each_admitted_patient_once() -> None:
+    from monitoring.models import Observation
+    from monitoring.vitals import CONSCIOUSNESS, SUPPLEMENTAL_OXYGEN
+
+    _load()
+    admitted = Admission.objects.filter(discharged_at__isnull=True).count()
+    entered = Observation.objects.filter(code__in=[SUPPLEMENTAL_OXYGEN.code, CONSCIOUSNESS.code])
+    assert entered.count() == 2 * admitted
+    assert set(entered.values_list("value", flat=True)) == {0.0}
+    assert all(o.entered_by_id for o in entered)
+    _load()
+    assert entered.count() == 2 * admitted

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             f"This run: {summary.created} rows created, {summary.updated} corrected, "
             f"{summary.admissions_created} admissions opened, "
             f"{summary.tokens_issued} device tokens issued, "
-            f"{summary.passwords_reset} demo passwords reset."
+            f"{summary.passwords_reset} demo passwords reset, "
+            f"{summary.staff_observations} staff observations (on air, alert) recorded."
         )
         for note in summary.admissions_left_alone:
             self.stdout.write(self.style.WARNING(f"Left as found: {note}"))
