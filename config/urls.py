@@ -8,6 +8,7 @@ from django.urls import include, path
 
 from config.health import healthz, readyz
 from config.metrics import metrics
+from config.openapi import redoc_view, schema_view, swagger_view
 from monitoring.api import ingest
 from portal.session_views import session_keepalive
 
@@ -31,5 +32,10 @@ urlpatterns = [
     path("accounts/keepalive/", session_keepalive, name="session-keepalive"),
     # Served through config.asgi's lean path (no middleware); listed here so the URL resolves.
     path("api/v1/ingest/", ingest, name="ingest"),
+    path("api/v1/", include("config.api_urls")),
+    path("api/schema/", schema_view, name="api-schema"),
+    path("api/docs/", swagger_view, name="api-docs"),
+    path("api/redoc/", redoc_view, name="api-redoc"),
+    path("fhir/", include("monitoring.fhir_urls")),
     path("", include("portal.urls")),
 ]
