@@ -91,6 +91,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    # OpenAPI for the records API; the sidecar serves Swagger UI and ReDoc from our own static
+    # files (hospitals run on closed networks and the CSP allows only 'self').
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "axes",
     "auditlog",
     "patients",
@@ -191,6 +195,10 @@ TEMPLATES = [
 
 def _database(url: str) -> dict[str, Any]:
     config: dict[str, Any] = env.db_url_config(url)
+    password_file = env.str("DATABASE_PASSWORD_FILE", default="")
+    if password_file:
+        # A secret file (containers) instead of a password inside DATABASE_URL.
+        config["PASSWORD"] = Path(password_file).read_text(encoding="utf-8").strip()
     config["CONN_HEALTH_CHECKS"] = True
     # Persistent connections leak under ASGI (Django ticket 33497): each request's sync part
     # runs in a fresh thread. Only long-lived threads (Celery, the ingestion writers) reuse.
@@ -369,4 +377,39 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "config.api_errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The records API's OpenAPI document (/api/schema/), Swagger UI (/api/docs/), ReDoc
+# (/api/redoc/); see config/openapi.py.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Ward portal records API",
+    "DESCRIPTION": (
+        "Wards, beds, patients, admissions, devices, observations, alerts and alert rules. "
+        "Authenticate with a session or `Authorization: Token <token>` (scoped: read, "
+        "acknowledge, write); bedside devices post to `/api/v1/ingest/` with "
+        "`Authorization: Device <token>` and nothing else. Errors are "
+        '`{"code", "detail", "fields"?}`. Every read of a patient\'s records is audited.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Docstrings are for developers; each operation states its own summary and description.
+    "DISABLE_DOCSTRING_DESCRIPTIONS": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PriorityEnum": "alerts.models.Priority",
+        "AlertStateEnum": "alerts.models.Alert.State",
+        "AlertRuleKindEnum": "alerts.models.AlertRule.Kind",
+        "VitalCodeEnum": "config.openapi.VITAL_CODES",
+        "StaffEnteredCodeEnum": "config.openapi.STAFF_ENTERED_CODES",
+    },
+    "PREPROCESSING_HOOKS": ["config.openapi.records_api_only"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.openapi.add_device_ingestion",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
