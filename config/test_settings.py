@@ -17,3 +17,11 @@ os.environ.setdefault("CHANNEL_LAYER_PREFIX", "portal-test")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
 
 from config.settings import *  # noqa: F403
+from config.settings import DATABASES, _database
+
+# A second alias on the same server, so the replica router is exercised (tests switch it on
+# with READ_REPLICA_ALIAS; the suite otherwise reads from default, inside its transactions).
+if "replica" not in DATABASES:
+    DATABASES["replica"] = _database(os.environ["DATABASE_URL"])
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+READ_REPLICA_ALIAS = None
