@@ -9,11 +9,11 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import Max
 from django.utils import timezone
 
 from alerts.models import Alert, PatientAlertState
-from monitoring.models import Device, Observation
+from monitoring.models import Device
+from monitoring.selectors import latest_vitals, sparklines
 from monitoring.vitals import DEVICE_VITALS
 from patients.models import Ward
 from patients.selectors import beds_with_current_admission
@@ -21,44 +21,11 @@ from patients.selectors import beds_with_current_admission
 # A vital older than this is shown as stale; the device-offline alarm uses the same default.
 STALE_AFTER_SECONDS = 30
 SPARKLINE_WINDOW = dt.timedelta(minutes=15)
+SPARKLINE_BUCKET_SECONDS = 10
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat() if moment else None
-
-
-def latest_vitals(*, patient_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
-    """The newest reading of each device vital per patient, in two index-only queries.
-
-    MAX(observed_at) grouped by (patient, code) is a loose index scan of the (patient, code,
-    observed_at) index; the rows are then fetched by their exact keys.
-    """
-    if not patient_ids:
-        return {}
-    newest = list(
-        Observation.objects.filter(patient_id__in=patient_ids, code__in=list(DEVICE_VITALS))
-        .values("patient_id", "code")
-        .annotate(at=Max("observed_at"))
-        .order_by()
-    )
-    result: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    if not newest:
-        return result
-    wanted = {(row["patient_id"], row["code"], row["at"]) for row in newest}
-    rows = Observation.objects.filter(
-        patient_id__in={p for p, _, _ in wanted},
-        code__in={c for _, c, _ in wanted},
-        observed_at__in={a for _, _, a in wanted},
-    ).values_list("patient_id", "code", "value", "unit", "observed_at", "artifact")
-    for patient_id, code, value, unit, observed_at, artifact in rows:
-        if (patient_id, code, observed_at) in wanted:
-            result[patient_id][code] = {
-                "value": value,
-                "unit": unit,
-                "observed_at": observed_at.isoformat(),
-                "artifact": artifact,
-            }
-    return result
 
 
 def alert_object(alert: Alert) -> dict[str, Any]:
@@ -93,6 +60,13 @@ def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
     patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
     patient_ids = [p.pk for p in patients.values()]
     vitals = latest_vitals(patient_ids=patient_ids)
+    now = timezone.now()
+    lines = sparklines(
+        patient_ids=patient_ids,
+        start=now - SPARKLINE_WINDOW,
+        end=now,
+        bucket_seconds=SPARKLINE_BUCKET_SECONDS,
+    )
     news2 = {
         state.patient_id: state
         for state in PatientAlertState.objects.filter(
@@ -124,7 +98,7 @@ def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
             if patient
             else None,
             "vitals": vitals.get(patient.pk, {}) if patient else {},
-            "sparklines": {},
+            "sparklines": lines.get(patient.pk, {}) if patient else {},
             "news2": {
                 "total": state.news2_total,
                 "complete": state.news2_complete,

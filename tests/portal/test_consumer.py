@@ -124,6 +124,9 @@ async def test_it_sends_a_clinician_a_snapshot_of_their_ward(ward_with_patient: 
     assert occupied["patient"]["mrn"] == admission.patient.mrn
     assert occupied["vitals"]["8867-4"]["value"] == 73.0
     assert occupied["vitals"]["59408-5"]["value"] == 96.0
+    heart_rate_line = occupied["sparklines"]["8867-4"]
+    assert 1 <= len(heart_rate_line) <= 2  # 10 s buckets of the last 15 minutes
+    assert {value for _, value in heart_rate_line} <= {71.0, 72.0, 73.0}
     assert [a["alert"] for a in occupied["alerts"]] == [str(alert.public_id)]
     assert occupied["alerts"][0]["priority"] == "high"
     assert occupied["devices"][0]["serial"] == ward_with_patient["device"].serial
