@@ -1,7 +1,7 @@
 """Running evaluations: claiming device messages, locking patients, applying decisions.
 
-A message is evaluated exactly once: it is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED``
-among the not-yet-evaluated, and marked evaluated in the same transaction as the alert
+A message is evaluated exactly once: it is claimed with ``SELECT ... FOR UPDATE`` among the
+not-yet-evaluated, and marked evaluated in the same transaction as the alert
 transitions its readings caused. A second run over the same messages (a retried task, the
 catch-up racing the normal path) finds nothing to claim and changes nothing. Evaluations of
 one patient serialise on that patient's ``PatientAlertState`` row, locked in patient order so
@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from alerts.evaluation import (
@@ -59,14 +59,35 @@ def rule_spec(rule: AlertRule) -> RuleSpec:
     )
 
 
+_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: InnoDB rolled the victim back whole
+ATTEMPTS = 3
+
+
 def messages_evaluate(*, message_pks: Sequence[int], now: dt.datetime | None = None) -> int:
     """Evaluate the readings of the given device messages not evaluated yet; return how many
     messages this call evaluated. Idempotent."""
     now = now or timezone.now()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _messages_evaluate(message_pks=message_pks, now=now)
+        except OperationalError as error:
+            # A deadlock victim's transaction was rolled back whole: nothing was claimed or
+            # changed, so running it again is safe.
+            if not error.args or error.args[0] != _DEADLOCK or attempt == ATTEMPTS:
+                raise
+            logger.warning("alert evaluation was a deadlock victim; retrying")
+    raise AssertionError("unreachable")
+
+
+def _messages_evaluate(*, message_pks: Sequence[int], now: dt.datetime) -> int:
     with transaction.atomic():
+        # A plain locking read, not SKIP LOCKED: skipping would also skip rows another
+        # transaction merely scanned past, leaving them for the catch-up, seconds later. A
+        # message another evaluation holds is waited for, then seen as evaluated. Rows are
+        # locked in primary-key order, the same in every evaluation, so none deadlock here.
         claimed = list(
-            IngestMessage.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=list(message_pks), evaluated_at__isnull=True)
+            IngestMessage.objects.select_for_update()
+            .filter(pk__in=sorted(message_pks), evaluated_at__isnull=True)
             .order_by("pk")
             .values_list("pk", flat=True)
         )
@@ -96,9 +117,16 @@ def messages_pending(*, older_than: dt.datetime, limit: int) -> list[int]:
 
 def _lock_states(patient_ids: Sequence[int]) -> dict[int, PatientAlertState]:
     ids = sorted(patient_ids)
-    PatientAlertState.objects.bulk_create(
-        [PatientAlertState(patient_id=pk) for pk in ids], ignore_conflicts=True
+    # Create only the missing rows: an INSERT IGNORE over existing ones takes shared locks
+    # that deadlock against another evaluation's FOR UPDATE of the same patients.
+    existing = set(
+        PatientAlertState.objects.filter(patient_id__in=ids).values_list("patient_id", flat=True)
     )
+    missing = [pk for pk in ids if pk not in existing]
+    if missing:
+        PatientAlertState.objects.bulk_create(
+            [PatientAlertState(patient_id=pk) for pk in missing], ignore_conflicts=True
+        )
     return {
         state.patient_id: state
         for state in PatientAlertState.objects.select_for_update()

@@ -219,6 +219,29 @@ def alert_acknowledge(
     return _reload(alert.pk)
 
 
+@transaction.atomic
+def alert_resolve_by_clinician(
+    *, alert: Alert, user: AbstractBaseUser, now: dt.datetime | None = None
+) -> Alert:
+    """A clinician ends an open alert by hand (e.g. a false alarm from a probe that came off).
+
+    Compare-and-set from active or acknowledged, so a clinician racing the engine (or another
+    clinician) resolves once; the RESOLVED event records who. Resolving never silences a real
+    alarm for long: if the condition still holds, the engine's next reading in breach finds no
+    open alert for the rule and fires a new one.
+    """
+    now = now or timezone.now()
+    if not _cas(
+        alert.pk,
+        {"state__in": [State.ACTIVE, State.ACKNOWLEDGED]},
+        state=State.RESOLVED,
+        resolved_at=now,
+        escalation_due_at=None,
+    ):
+        raise AlertActionRefused("not_open", "This alert is already resolved.")
+    return _record(alert.pk, Kind.RESOLVED, at=now, value=alert.value, by=user)
+
+
 def alerts_escalate(*, now: dt.datetime | None = None) -> int:
     """Raise every overdue, unacknowledged high-priority alert one level; return how many."""
     now = now or timezone.now()

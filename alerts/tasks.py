@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from alerts.engine import devices_offline_check, messages_evaluate, messages_pending
@@ -24,7 +25,17 @@ def _moment(now: str | None) -> dt.datetime:
     return dt.datetime.fromisoformat(now) if now else timezone.now()
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=60, soft_time_limit=50)
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=60,
+    soft_time_limit=50,
+    # A database hiccup: try again soon rather than leave the readings to the catch-up.
+    autoretry_for=(OperationalError,),
+    retry_backoff=1,
+    retry_backoff_max=10,
+    max_retries=5,
+)
 def evaluate_messages(message_pks: list[int], now: str | None = None) -> int:
     """Evaluate the readings of these device messages.
 
