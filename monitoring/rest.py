@@ -303,7 +303,11 @@ class TrendFilterSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = range_validate(attrs)
         attrs.setdefault("to", timezone.now())
-        attrs.setdefault("from", attrs["to"] - DEFAULT_TREND_WINDOW)
+        if "from" not in attrs:
+            try:
+                attrs["from"] = attrs["to"] - DEFAULT_TREND_WINDOW
+            except OverflowError:  # a 'to' in the first day of year 1
+                raise serializers.ValidationError({"to": ["Give 'from' too."]}) from None
         if attrs["from"] >= attrs["to"]:
             raise serializers.ValidationError({"from": ["'from' must be before 'to'."]})
         buckets = (attrs["to"] - attrs["from"]).total_seconds() / attrs["bucket"]
