@@ -90,6 +90,14 @@ def message_parse(*, body: bytes, now: dt.datetime) -> DeviceMessage:
         raise _bad(
             "invalid_message_id", "message_id must be a non-empty string.", field="message_id"
         )
+    try:
+        # JSON escapes can smuggle in lone surrogates, which no UTF-8 column can store: the
+        # insert would fail on every retry, so refuse them here with a reason.
+        message_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(
+            "invalid_message_id", "message_id is not valid Unicode text.", field="message_id"
+        ) from None
     if len(message_id) > MAX_MESSAGE_ID_LENGTH:
         raise _bad(
             "invalid_message_id",

@@ -237,6 +237,11 @@ async def test_it_names_the_index_of_the_bad_observation_and_stores_nothing(
         (b'{"message_id": "m", "observations": [{"value": NaN}]}', "malformed_json"),
         (b"\xff\xfe{}", "invalid_encoding"),
         (b"[1, 2]", "invalid_body"),
+        (
+            b'{"message_id": "\\ud800", "observations": [{"code": "8867-4", "value": 70,'
+            b' "unit": "/min", "observed_at": "2026-01-01T00:00:00Z"}]}',
+            "invalid_message_id",
+        ),
         # A valid JSON number that overflows to infinity is not a reading.
         (
             b'{"message_id": "m", "observations": [{"code": "8867-4", "value": 1e400,'
