@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 
 
@@ -42,4 +43,7 @@ def _fresh_cache() -> Iterator[None]:
     # The suite's own Redis database (see config/test_settings.py): rate limits and
     # throttles from one test must not leak into the next.
     cache.clear()
+    # A transactional test's flush recreates content types under new ids; the change history
+    # (django-auditlog) must not reuse ids cached before it.
+    ContentType.objects.clear_cache()
     yield

@@ -9,10 +9,9 @@ from django.test import Client, override_settings
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient as FhirPatient
-from rest_framework.throttling import SimpleRateThrottle
 
 from monitoring.services import device_token_issue
-from patients.api_access import api_token_issue, api_token_revoke
+from patients.api_access import PerCredentialThrottle, api_token_issue, api_token_revoke
 from patients.models import AccessLog, ApiToken
 from patients.services import admission_discharge
 from tests.fhir.conftest import FHIR_JSON, Hospital, fhir
@@ -209,7 +208,7 @@ def test_it_describes_itself_in_a_capability_statement(clinician_client: Client)
 def test_it_throttles_per_credential(
     clinician_client: Client, hospital: Hospital, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"credential": "2/min"})
+    monkeypatch.setattr(PerCredentialThrottle, "THROTTLE_RATES", {"credential": "2/min"})
     for _ in range(2):
         fhir(clinician_client.get(url(hospital.patient.public_id)), FhirPatient)
     response = clinician_client.get(url(hospital.patient.public_id))
