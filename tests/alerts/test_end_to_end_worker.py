@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,6 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.utils import timezone
 
 from alerts.defaults import default_rules_ensure
@@ -27,23 +25,14 @@ from config.asgi import application
 from monitoring.events import ward_group_name
 from monitoring.services import device_token_issue
 from tests import factories
+from tests.processes import child_process_environment, post_spo2_series
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def celery_worker_process() -> Iterator[subprocess.Popen[str]]:
-    database = settings.DATABASES["default"]
-    environment = dict(os.environ)
-    environment.update(
-        DJANGO_SETTINGS_MODULE="config.test_settings",
-        # The worker must use the database the test runs in (Django renamed it for tests).
-        DATABASE_URL=(
-            f"mysql://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 3306}/{database['NAME']}"
-        ),
-        TEST_REDIS_URL=settings.REDIS_URL,
-    )
+    environment = child_process_environment()
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -108,19 +97,7 @@ async def test_it_raises_an_alert_through_a_real_worker_and_publishes_it(
     start = timezone.now() - dt.timedelta(seconds=30)
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-        for second in range(15):
-            observed_at = (start + dt.timedelta(seconds=second)).isoformat()
-            response = await client.post(
-                "/api/v1/ingest/",
-                json={
-                    "message_id": f"e2e-{second}",
-                    "observations": [
-                        {"code": "59408-5", "value": 84, "unit": "%", "observed_at": observed_at}
-                    ],
-                },
-                headers={"Authorization": f"Device {token}"},
-            )
-            assert response.status_code == 201
+        await post_spo2_series(client, token, start=start, seconds=15, value=84, prefix="e2e")
     await evaluation_requests.flush()
 
     event = None

@@ -28,6 +28,7 @@ from monitoring.metrics import EVALUATION_REQUEST_FAILURES
 from monitoring.models import IngestMessage, token_digest
 from monitoring.services import device_token_issue, message_digest, observations_record
 from tests import factories
+from tests.processes import post_spo2_series
 
 
 def _bedside():
@@ -217,19 +218,9 @@ async def test_it_evaluates_readings_stored_while_the_broker_was_down_once_it_is
 
             reachable, app.conf.broker_url = app.conf.broker_url, unreachable
             try:
-                for i in range(15):
-                    at = (start + dt.timedelta(seconds=i)).isoformat()
-                    response = await client.post(
-                        "/api/v1/ingest/",
-                        json={
-                            "message_id": f"outage-{i}",
-                            "observations": [
-                                {"code": "59408-5", "value": 84, "unit": "%", "observed_at": at}
-                            ],
-                        },
-                        headers={"Authorization": f"Device {token}"},
-                    )
-                    assert response.status_code == 201
+                await post_spo2_series(
+                    client, token, start=start, seconds=15, value=84, prefix="outage"
+                )
                 assert await evaluation_requests.flush() == 0
             finally:
                 app.conf.broker_url = reachable

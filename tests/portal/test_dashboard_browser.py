@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import re
 import socket
 import subprocess
@@ -23,7 +22,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
@@ -34,6 +32,7 @@ from monitoring.services import device_token_issue
 from monitoring.vitals import VITALS
 from patients.models import Admission, Ward, WardAccess
 from tests import factories
+from tests.processes import child_process_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -68,17 +67,7 @@ def _free_port() -> int:
 def portal_url() -> Iterator[str]:
     """daphne on a free port, on the test database and the suite's Redis; Celery tasks run
     in-process (no broker), so readings are evaluated inside this daphne."""
-    database = settings.DATABASES["default"]
-    environment = dict(os.environ)
-    environment.update(
-        DJANGO_SETTINGS_MODULE="config.test_settings",
-        DATABASE_URL=(
-            f"mysql://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 3306}/{database['NAME']}"
-        ),
-        TEST_REDIS_URL=settings.REDIS_URL,
-        CELERY_BROKER_URL="",
-    )
+    environment = child_process_environment(CELERY_BROKER_URL="")
     port = _free_port()
     server = subprocess.Popen(
         [
