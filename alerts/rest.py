@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.core.exceptions import ValidationError as ModelValidationError
-from django.db import transaction
-from django.db.models import ProtectedError, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -22,7 +20,13 @@ from alerts.forms import alert_rule_problems
 from alerts.models import Alert, AlertRule, News2Score, Priority
 from alerts.news2 import Risk
 from alerts.selectors import alerts_visible_to
-from alerts.services import AlertActionRefused, alert_acknowledge, alert_resolve_by_clinician
+from alerts.services import (
+    AlertActionRefused,
+    alert_acknowledge,
+    alert_resolve_by_clinician,
+    alert_rule_delete,
+    alert_rule_save,
+)
 from config.api_errors import Conflict
 from config.openapi import VITAL_CODES, Example, errors, public_id_parameter
 from patients.api_access import ReadForAllWriteForAdministrators, TokenScopes
@@ -345,36 +349,11 @@ def _rules() -> QuerySet[AlertRule]:
     return AlertRule.objects.select_related(*_RULE_ROWS)
 
 
-def _rule_logged(*, rule: AlertRule, user: Any, flag: int, message: str) -> None:
-    # A rule's admin history shows every change to it, wherever it was made.
-    LogEntry.objects.log_actions(
-        user_id=user.pk,
-        queryset=[rule],
-        action_flag=flag,
-        change_message=message,
-        single_object=True,
-    )
-
-
-@transaction.atomic
-def _rule_save(*, rule: AlertRule, values: dict[str, Any], user: Any, flag: int) -> AlertRule:
-    for name, value in values.items():
-        setattr(rule, name, value)
+def _rule_save(*, rule: AlertRule, values: dict[str, Any], user: Any, adding: bool) -> AlertRule:
     try:
-        # A safety net behind alert_rule_problems, as in the admin's form.
-        rule.validate_constraints()
+        alert_rule_save(rule=rule, values=values, user=user, adding=adding, via="the records API")
     except ModelValidationError as error:
         raise serializers.ValidationError(error.message_dict) from error
-    rule.save()
-    changed = ", ".join(sorted(values))
-    _rule_logged(
-        rule=rule,
-        user=user,
-        flag=flag,
-        message="Added through the records API."
-        if flag == ADDITION
-        else f"Changed {changed} through the records API.",
-    )
     return _rules().get(pk=rule.pk)
 
 
@@ -404,7 +383,7 @@ class AlertRuleListCreateApi(RecordsApi):
         given = AlertRuleInputSerializer(data=request.data, context=self.context())
         given.is_valid(raise_exception=True)
         rule = _rule_save(
-            rule=AlertRule(), values=dict(given.validated_data), user=request.user, flag=ADDITION
+            rule=AlertRule(), values=dict(given.validated_data), user=request.user, adding=True
         )
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
@@ -441,7 +420,7 @@ class AlertRuleDetailApi(RecordsApi):
         )
         given.is_valid(raise_exception=True)
         rule = _rule_save(
-            rule=rule, values=dict(given.validated_data), user=request.user, flag=CHANGE
+            rule=rule, values=dict(given.validated_data), user=request.user, adding=False
         )
         return Response(AlertRuleSerializer(rule).data)
 
@@ -465,13 +444,9 @@ class AlertRuleDetailApi(RecordsApi):
     def delete(self, request: Request, id: str) -> Response:
         rule = visible_or_404(_rules(), public_id=public_id_or_404(id))
         try:
-            with transaction.atomic():
-                _rule_logged(rule=rule, user=request.user, flag=DELETION, message="Deleted.")
-                rule.delete()
-        except ProtectedError as error:
-            raise Conflict(
-                "rule_in_use", "Alerts refer to this rule; disable it instead."
-            ) from error
+            alert_rule_delete(rule=rule, user=request.user)
+        except AlertActionRefused as refused:
+            raise Conflict(refused.code, refused.detail) from refused
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, ProtectedError
 from django.utils import timezone
 
 from alerts.evaluation import Decision, DecisionKind
@@ -260,3 +261,48 @@ def alerts_escalate(*, now: dt.datetime | None = None) -> int:
                 _record(pk, Kind.ESCALATED, at=now)
                 raised += 1
     return raised
+
+
+@transaction.atomic
+def alert_rule_save(
+    *, rule: AlertRule, values: dict[str, Any], user: AbstractBaseUser, adding: bool, via: str
+) -> AlertRule:
+    """Create or change a rule. The database's constraints are checked first (raising Django's
+    ValidationError with per-field messages); the change goes into the rule's admin history,
+    wherever it was made, as well as the change history."""
+    for name, value in values.items():
+        setattr(rule, name, value)
+    rule.validate_constraints()
+    rule.save()
+    _rule_history(
+        rule=rule,
+        user=user,
+        flag=ADDITION if adding else CHANGE,
+        message=f"Added through {via}."
+        if adding
+        else f"Changed {', '.join(sorted(values))} through {via}.",
+    )
+    return rule
+
+
+@transaction.atomic
+def alert_rule_delete(*, rule: AlertRule, user: AbstractBaseUser) -> None:
+    """Delete a rule that never fired. A rule with alerts is kept for their record: refused."""
+    try:
+        with transaction.atomic():
+            _rule_history(rule=rule, user=user, flag=DELETION, message="Deleted.")
+            rule.delete()
+    except ProtectedError as error:
+        raise AlertActionRefused(
+            "rule_in_use", "Alerts refer to this rule; disable it instead."
+        ) from error
+
+
+def _rule_history(*, rule: AlertRule, user: AbstractBaseUser, flag: int, message: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[rule],
+        action_flag=flag,
+        change_message=message,
+        single_object=True,
+    )
