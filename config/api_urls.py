@@ -19,6 +19,11 @@ app_name = "api"
 urlpatterns = [
     path("wards/", patients_rest.WardListApi.as_view(), name="ward-list"),
     path("wards/<str:code>/", patients_rest.WardDetailApi.as_view(), name="ward-detail"),
+    path(
+        "wards/<str:code>/latest-vitals/",
+        monitoring_rest.WardLatestVitalsApi.as_view(),
+        name="ward-latest-vitals",
+    ),
     path("beds/", patients_rest.BedListApi.as_view(), name="bed-list"),
     path("beds/<str:id>/", patients_rest.BedDetailApi.as_view(), name="bed-detail"),
     path("patients/", patients_rest.PatientListApi.as_view(), name="patient-list"),

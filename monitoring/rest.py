@@ -24,10 +24,11 @@ from config.openapi import (
     Example,
     errors,
     public_id_parameter,
+    ward_code_parameter,
 )
 from monitoring.ingestion import EARLIEST_OBSERVED_AT
 from monitoring.models import Device, Observation
-from monitoring.selectors import observation_trend
+from monitoring.selectors import latest_vitals, observation_trend
 from monitoring.services import (
     ObservationRefused,
     device_token_issue,
@@ -48,7 +49,12 @@ from patients.rest_base import (
     range_validate,
     visible_or_404,
 )
-from patients.selectors import patients_visible_to, user_sees_all_wards
+from patients.selectors import (
+    beds_with_current_admission,
+    patients_visible_to,
+    user_sees_all_wards,
+    wards_visible_to,
+)
 
 # A trend longer than this many buckets is refused: ask for wider buckets instead.
 MAX_TREND_BUCKETS = 5000
@@ -489,3 +495,81 @@ class StaffObservationCreateApi(RecordsApi):
             field = _REFUSED_FIELD.get(error.code, "non_field")
             raise serializers.ValidationError({field: [error.detail]}) from error
         return Response(ObservationSerializer(observation).data, status=status.HTTP_201_CREATED)
+
+
+class LatestVitalSerializer(serializers.Serializer):
+    value = serializers.FloatField()
+    unit = serializers.CharField()
+    observed_at = serializers.DateTimeField()
+    artifact = serializers.BooleanField()
+
+
+class BedLatestVitalsSerializer(serializers.Serializer):
+    bed = serializers.UUIDField(help_text="Bed public id.")
+    label = serializers.CharField()
+    patient = serializers.UUIDField(allow_null=True, help_text="Admitted patient's public id.")
+    vitals = serializers.DictField(
+        child=LatestVitalSerializer(), help_text="By LOINC code: the newest reading."
+    )
+
+
+class WardLatestVitalsSerializer(serializers.Serializer):
+    ward = serializers.SlugField()
+    beds = BedLatestVitalsSerializer(many=True)
+
+
+class WardLatestVitalsApi(RecordsApi):
+    audit_action = "api.latest_vitals.retrieve"
+
+    @extend_schema(
+        tags=["observations"],
+        summary="The newest reading of each vital for every bed of a ward",
+        description="Two index-only queries whatever the ward's size (a loose index scan of "
+        "(patient, code, observed_at) for the newest time, then those rows).",
+        parameters=[ward_code_parameter()],
+        responses={200: WardLatestVitalsSerializer, **errors(404)},
+        examples=[
+            OpenApiExample(
+                "one bed",
+                value={
+                    "ward": "amu",
+                    "beds": [
+                        {
+                            "bed": Example.BED,
+                            "label": "Bed 01",
+                            "patient": Example.PATIENT,
+                            "vitals": {
+                                "8867-4": {
+                                    "value": 72.0,
+                                    "unit": "/min",
+                                    "observed_at": "2026-11-21T10:00:00Z",
+                                    "artifact": False,
+                                }
+                            },
+                        }
+                    ],
+                },
+            )
+        ],
+    )
+    def get(self, request: Request, code: str) -> Response:
+        ward = visible_or_404(wards_visible_to(user=request.user), code=code)
+        beds = list(beds_with_current_admission(ward=ward))
+        patients = {
+            bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions
+        }
+        vitals = latest_vitals(patient_ids=[p.pk for p in patients.values()])
+        self.audit(patient_ids=[p.pk for p in patients.values()])
+        data = {
+            "ward": ward.code,
+            "beds": [
+                {
+                    "bed": bed.public_id,
+                    "label": bed.label,
+                    "patient": patients[bed.pk].public_id if bed.pk in patients else None,
+                    "vitals": vitals.get(patients[bed.pk].pk, {}) if bed.pk in patients else {},
+                }
+                for bed in beds
+            ],
+        }
+        return Response(WardLatestVitalsSerializer(data).data)

@@ -41,6 +41,7 @@ def test_it_documents_every_records_endpoint(document: dict[str, Any]) -> None:
     assert {
         ("/api/v1/wards/", "get"),
         ("/api/v1/wards/{code}/", "get"),
+        ("/api/v1/wards/{code}/latest-vitals/", "get"),
         ("/api/v1/beds/", "get"),
         ("/api/v1/beds/{id}/", "get"),
         ("/api/v1/patients/", "get"),
