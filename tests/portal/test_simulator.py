@@ -39,18 +39,20 @@ from monitoring.vitals import (
     Vital,
 )
 from portal.demo import DEFAULT_PATH, demo_device_token, demo_hospital_parse
-from portal.simulator import (
-    DEMO_PLAN,
+from portal.physiology import (
     SCENARIOS,
     SIMULATED_VITALS,
-    DeliveryPolicy,
-    DeviceRunner,
     DeviceSpec,
     OutgoingMessage,
-    PlanInvalid,
     Reading,
     ScheduledScenario,
     SimulatedDevice,
+)
+from portal.simulator import (
+    DEMO_PLAN,
+    DeliveryPolicy,
+    DeviceRunner,
+    PlanInvalid,
     Simulation,
     SimulationStats,
     scenario_plan_build,

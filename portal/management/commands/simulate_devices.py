@@ -14,9 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from monitoring.models import Device, token_digest
 from portal.demo import demo_device_token
+from portal.physiology import SCENARIOS, DeviceSpec
 from portal.simulator import (
-    SCENARIOS,
-    DeviceSpec,
     PlanInvalid,
     Simulation,
     scenario_plan_build,
