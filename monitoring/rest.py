@@ -403,12 +403,11 @@ class ObservationTrendApi(RecordsApi):
             start=filters["from"],
             end=filters["to"],
             bucket_seconds=filters["bucket"],
+            code=filters.get("code"),
         )
-        wanted = filters.get("code")
         series = [
             {"code": code, "name": VITALS[code].name, "unit": VITALS[code].unit, "points": points}
             for code, points in trend.items()
-            if wanted is None or code == wanted
         ]
         self.audit(patient_ids=[patient.pk])
         data = {

@@ -68,6 +68,7 @@ def observation_trend(
     start: dt.datetime,
     end: dt.datetime,
     bucket_seconds: int,
+    code: str | None = None,
 ) -> dict[str, list[TrendPoint]]:
     """Per vital code, the patient's readings in [start, end) grouped in ``bucket_seconds``
     buckets, oldest first: one query, aggregated by the database (GROUP BY code, bucket).
@@ -75,11 +76,14 @@ def observation_trend(
     Readings the device marked as artifacts are left out: they are kept for the record but are
     unreliable by the device's own account, and a trend drawn through them would mislead.
     """
+    readings = Observation.objects.filter(
+        patient_id=patient_id, observed_at__gte=start, observed_at__lt=end, artifact=False
+    )
+    if code is not None:
+        # One vital is one range of the (patient, code, observed_at) index: a sixth of the rows.
+        readings = readings.filter(code=code)
     rows = (
-        Observation.objects.filter(
-            patient_id=patient_id, observed_at__gte=start, observed_at__lt=end, artifact=False
-        )
-        .annotate(bucket=EpochBucket("observed_at", seconds=bucket_seconds))
+        readings.annotate(bucket=EpochBucket("observed_at", seconds=bucket_seconds))
         .values("code", "bucket")
         .annotate(low=Min("value"), mean=Avg("value"), high=Max("value"), count=Count("pk"))
         .order_by("code", "bucket")
