@@ -42,6 +42,29 @@ RECHECK_SECONDS = 30
 MAX_UNACKNOWLEDGED_EVENTS = 600
 
 
+# A reconnect storm (a network blip, a daphne restart) brings every dashboard of a ward back
+# at once; building the ward's snapshot once per this many seconds, not once per socket, keeps
+# that from saturating the server. Events after the shared snapshot come from the ward log.
+SNAPSHOT_REUSE_SECONDS = 2.0
+_snapshots: dict[str, tuple[float, int, dict[str, Any]]] = {}
+_snapshot_locks: dict[tuple[int, str], asyncio.Lock] = {}
+
+
+async def _ward_snapshot_shared(ward_code: str) -> tuple[int, dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    lock = _snapshot_locks.setdefault((id(loop), ward_code), asyncio.Lock())
+    async with lock:
+        cached = _snapshots.get(ward_code)
+        if cached is not None and loop.time() - cached[0] < SNAPSHOT_REUSE_SECONDS:
+            return cached[1], cached[2]
+        # The number is read before the snapshot: any event after it is also delivered, and
+        # the client applies events idempotently (alerts by id, vitals by time).
+        seq = await async_ward_log.current(ward_code)
+        snapshot = await database_sync_to_async(ward_snapshot)(ward_code=ward_code)
+        _snapshots[ward_code] = (loop.time(), seq, snapshot)
+        return seq, snapshot
+
+
 class WardConsumer(AsyncJsonWebsocketConsumer):
     ward_code: str = ""
     groups_joined: list[str]
@@ -135,12 +158,16 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
                 )
                 self.sent_seq = self.acknowledged_seq = backlog.current
                 return
-        # The number is read before the snapshot: any event after it is also sent live, and
-        # the client applies events idempotently (alerts by id, vitals by time).
-        seq = await async_ward_log.current(self.ward_code)
-        snapshot = await database_sync_to_async(ward_snapshot)(ward_code=self.ward_code)
+        seq, snapshot = await _ward_snapshot_shared(self.ward_code)
         await self.send_json({**snapshot, "type": "snapshot", "seq": seq})
         self.sent_seq = self.acknowledged_seq = seq
+        # A shared snapshot may be up to SNAPSHOT_REUSE_SECONDS old: send what the ward log
+        # holds after it (this socket is already in the group, so nothing falls in between;
+        # the client ignores any event twice).
+        backlog = await async_ward_log.since(self.ward_code, seq)
+        if backlog.events:
+            await self.send_json({"type": "replay", "from_seq": seq + 1, "events": backlog.events})
+            self.sent_seq = self.acknowledged_seq = backlog.current
 
     async def _recheck_periodically(self) -> None:
         while True:

@@ -298,3 +298,18 @@ async def test_it_records_a_dashboard_subscription_in_the_access_log(
         lambda: list(AccessLog.objects.filter(user=nurse).values_list("action", "patient_id"))
     )()
     assert rows == [("dashboard.subscribe", ward_with_patient["admission"].patient_id)]
+
+
+async def test_it_shares_a_fresh_snapshot_and_replays_what_came_after_it(
+    ward_with_patient: dict,
+) -> None:
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (first, _, _):
+        snapshot = await first.receive_json_from(timeout=5)
+    newer = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    async with dashboard(code, nurse) as (second, _, _):
+        shared = await second.receive_json_from(timeout=5)
+        replay = await second.receive_json_from(timeout=5)
+    assert shared["type"] == "snapshot" and shared["seq"] == snapshot["seq"]
+    assert replay["type"] == "replay"
+    assert [event["seq"] for event in replay["events"]] == [newer]
