@@ -142,9 +142,9 @@ def sparklines(
     start: dt.datetime,
     end: dt.datetime,
     bucket_seconds: int,
-) -> dict[int, dict[str, list[tuple[str, float]]]]:
-    """Per patient and vital, the mean of each bucket in [start, end): one query for a whole
-    ward, grouped by the database (GROUP BY patient, code, bucket)."""
+) -> dict[int, dict[str, list[tuple[int, float]]]]:
+    """Per patient and vital, the mean of each bucket in [start, end) as (epoch seconds of the
+    bucket's start, mean): one query for a whole ward, grouped by the database."""
     if not patient_ids:
         return {}
     rows = (
@@ -160,10 +160,11 @@ def sparklines(
         .annotate(mean=Avg("value"))
         .order_by("patient_id", "code", "bucket")
     )
-    lines: dict[int, dict[str, list[tuple[str, float]]]] = defaultdict(dict)
+    lines: dict[int, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
     for row in rows:
-        at = dt.datetime.fromtimestamp(int(row["bucket"]) * bucket_seconds, tz=dt.UTC)
+        # Epoch seconds, not ISO strings: a ward's sparklines are thousands of points, and
+        # every dashboard connect receives them.
         lines[row["patient_id"]].setdefault(row["code"], []).append(
-            (at.isoformat(), round(row["mean"], 2))
+            (int(row["bucket"]) * bucket_seconds, round(row["mean"], 1))
         )
     return lines

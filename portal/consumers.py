@@ -11,6 +11,7 @@ of freezing on stale values.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,11 +47,12 @@ MAX_UNACKNOWLEDGED_EVENTS = 600
 # at once; building the ward's snapshot once per this many seconds, not once per socket, keeps
 # that from saturating the server. Events after the shared snapshot come from the ward log.
 SNAPSHOT_REUSE_SECONDS = 2.0
-_snapshots: dict[str, tuple[float, int, dict[str, Any]]] = {}
+_snapshots: dict[str, tuple[float, int, str]] = {}
 _snapshot_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
 
-async def _ward_snapshot_shared(ward_code: str) -> tuple[int, dict[str, Any]]:
+async def _ward_snapshot_shared(ward_code: str) -> tuple[int, str]:
+    """(seq, the snapshot message as JSON text): built and encoded once per ward and period."""
     loop = asyncio.get_running_loop()
     lock = _snapshot_locks.setdefault((id(loop), ward_code), asyncio.Lock())
     async with lock:
@@ -61,8 +63,9 @@ async def _ward_snapshot_shared(ward_code: str) -> tuple[int, dict[str, Any]]:
         # the client applies events idempotently (alerts by id, vitals by time).
         seq = await async_ward_log.current(ward_code)
         snapshot = await database_sync_to_async(ward_snapshot)(ward_code=ward_code)
-        _snapshots[ward_code] = (loop.time(), seq, snapshot)
-        return seq, snapshot
+        text = json.dumps({**snapshot, "type": "snapshot", "seq": seq})
+        _snapshots[ward_code] = (loop.time(), seq, text)
+        return seq, text
 
 
 class WardConsumer(AsyncJsonWebsocketConsumer):
@@ -158,8 +161,8 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
                 )
                 self.sent_seq = self.acknowledged_seq = backlog.current
                 return
-        seq, snapshot = await _ward_snapshot_shared(self.ward_code)
-        await self.send_json({**snapshot, "type": "snapshot", "seq": seq})
+        seq, snapshot_text = await _ward_snapshot_shared(self.ward_code)
+        await self.send(text_data=snapshot_text)
         self.sent_seq = self.acknowledged_seq = seq
         # A shared snapshot may be up to SNAPSHOT_REUSE_SECONDS old: send what the ward log
         # holds after it (this socket is already in the group, so nothing falls in between;

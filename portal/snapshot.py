@@ -21,7 +21,9 @@ from patients.selectors import beds_with_current_admission
 # A vital older than this is shown as stale; the device-offline alarm uses the same default.
 STALE_AFTER_SECONDS = 30
 SPARKLINE_WINDOW = dt.timedelta(minutes=15)
-SPARKLINE_BUCKET_SECONDS = 10
+# 30 points per vital over 15 minutes: enough for a 60-pixel sparkline, and it keeps a 36-bed
+# ward's snapshot near 100 KB (each dashboard connect receives it).
+SPARKLINE_BUCKET_SECONDS = 30
 
 
 def _iso(moment: dt.datetime | None) -> str | None:

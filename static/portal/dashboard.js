@@ -342,7 +342,7 @@
           const view = this.vitals.get(code);
           if (view) {
             const points = ((data.sparklines || {})[code] || [])
-              .map(([at, value]) => [parseTime(at), value])
+              .map(([at, value]) => [typeof at === "number" ? at * 1000 : parseTime(at), value])
               .filter(([ms]) => ms !== null);
             if (view.spark !== null) {
               view.spark.reset(points);
