@@ -12,6 +12,12 @@ more of these processes, and reads their results. Two patterns:
 * ``batched``: closed loop, each connection sends its next message as soon as the previous one
   is answered, rotating over its own devices; every message carries ``batch_size`` readings.
 
+Paced specs may also carry ``overrides`` (a device sends a fixed value for one vital during a
+window of the schedule: how ``bench.alerts`` makes a cohort desaturate at a known time) and
+``trace_devices`` (for those devices the result keeps every message's ``observed_at`` and the
+wall-clock time its response arrived, so a benchmark can match a reading seen downstream, in an
+alert or on a dashboard, with the moment its ingestion was acknowledged).
+
 Every message has a unique ``message_id`` (``<run>-d<device>-<n>`` or ``<run>-c<conn>-<n>``).
 Per response the result holds the intended, sent and done times (seconds after the common
 start), the status (an int, or ``timeout`` / ``connection``) and the accepted count; the 201s
@@ -72,6 +78,15 @@ class Spec:
     connections: list[tuple[int, list[int]]]
     seed: int
     vitals: list[VitalSpec]
+    # paced: [{"device": d, "code": c, "value": v, "from": s, "to": s}], seconds after the
+    # start; a send intended in [from, to) carries ``value`` for ``code``.
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    # paced: devices whose messages are traced (see the module docstring).
+    trace_devices: list[int] = field(default_factory=list)
+    # paced: once this file exists the devices stop (a harness whose schedule is decided as
+    # it goes sets a generous duration and ends the load here); their remaining sends are
+    # counted as ``stopped``, not ``unsent``.
+    stop_file: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Spec:
@@ -91,6 +106,7 @@ class Recorder:
     acked: dict[str, int] = field(default_factory=dict)
     duplicate_acks: int = 0
     unsent: int = 0
+    stopped: int = 0
 
     def add(
         self,
@@ -178,6 +194,20 @@ class LoadGenerator:
         ]
         self.rng = random.Random(spec.seed)
         self.connect_errors = 0
+        self.overrides: dict[int, list[tuple[float, float, str, float]]] = {}
+        for override in spec.overrides:
+            self.overrides.setdefault(override["device"], []).append(
+                (override["from"], override["to"], override["code"], override["value"])
+            )
+        # device → [[n, observed_at, response time (time.time()), status], ...]
+        self.trace: dict[int, list[list[Any]]] = {d: [] for d in spec.trace_devices}
+        self.stopping = False
+
+    async def _watch_stop_file(self) -> None:
+        path = Path(self.spec.stop_file)
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            self.stopping = path.exists()  # noqa: ASYNC240 - one stat() every 0.2 s
 
     async def _exchange(
         self,
@@ -244,6 +274,8 @@ class LoadGenerator:
         count = max(1, round(spec.duration * spec.rate))
         last_start = t0 + spec.duration + spec.grace
         rng = random.Random(spec.seed * 100_003 + device)
+        overrides = self.overrides.get(device, [])
+        trace = self.trace.get(device)
         for k in range(count):
             intended = t0 + offset + k * period
             delay = intended - loop.time()
@@ -252,10 +284,17 @@ class LoadGenerator:
             elif loop.time() > last_start:
                 recorder.unsent += count - k
                 return
+            if self.stopping:
+                recorder.stopped += count - k
+                return
             message_id = f"{spec.run_id}-d{device}-{k}"
             observed_at = _iso_now()
+            forced = {
+                code: value for start, end, code, value in overrides if start <= intended - t0 < end
+            }
             observations = ",".join(
-                _reading_json(vital, _value(vital, rng), observed_at) for vital in spec.vitals
+                _reading_json(vital, forced.get(vital.code, _value(vital, rng)), observed_at)
+                for vital in spec.vitals
             )
             await self._exchange(
                 connection,
@@ -265,6 +304,9 @@ class LoadGenerator:
                 intended=intended,
                 recorder=recorder,
             )
+            if trace is not None:
+                # No await since the exchange recorded its outcome: this is its response time.
+                trace.append([k, observed_at, time.time(), recorder.status[-1]])
 
     async def _batched_connection(
         self,
@@ -331,7 +373,14 @@ class LoadGenerator:
                 self._batched_connection(index, devices, connection, bodies, t0, recorder)
                 for (index, devices), connection in zip(spec.connections, connections, strict=True)
             ]
+        watcher = (
+            asyncio.get_running_loop().create_task(self._watch_stop_file())
+            if spec.stop_file
+            else None
+        )
         await asyncio.gather(*tasks)
+        if watcher is not None:
+            watcher.cancel()
         if not marks:  # every task ended within the warm-up
             mark_measured_window()
         wall = loop.time() - marks["wall"]
@@ -345,6 +394,7 @@ class LoadGenerator:
             "cpu_seconds": cpu,
             "wall_seconds": wall,
             "unsent": recorder.unsent,
+            "stopped": recorder.stopped,
             "duplicate_acks": recorder.duplicate_acks,
             "records": {
                 "intended": recorder.intended,
@@ -354,6 +404,7 @@ class LoadGenerator:
                 "accepted": recorder.accepted,
             },
             "acked": recorder.acked,
+            "trace": {str(device): entries for device, entries in self.trace.items()},
         }
 
 

@@ -179,13 +179,24 @@ def http_status(port: int, path: str) -> int | None:
 
 
 def daphne_start(
-    *, env: Mapping[str, str], port: int, log_path: Path, probe_path: str, probe_status: int
+    *,
+    env: Mapping[str, str],
+    port: int,
+    log_path: Path,
+    probe_path: str,
+    probe_status: int,
+    backlog: int | None = None,
 ) -> Service:
     """Start daphne on 127.0.0.1:``port``; ready once ``GET probe_path`` answers ``probe_status``.
 
     The probe also warms the path up (URL resolving, imports) before any measured request.
+    ``backlog`` sets the listen backlog (Twisted's default is 50) through an endpoint string.
     """
-    argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    if backlog is None:
+        listen = ["-b", "127.0.0.1", "-p", str(port)]
+    else:
+        listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    argv = [str(VENV_BIN / "daphne"), *listen, "config.asgi:application"]
     service = spawn("daphne", argv, env=env, log_path=log_path)
 
     def ready() -> bool:
@@ -198,13 +209,18 @@ def daphne_start(
     return service
 
 
-def celery_start(*, env: Mapping[str, str], log_path: Path) -> Service:
-    """Start a Celery worker (prefork, one child per core) and wait until it answers a ping.
+def celery_start(
+    *, env: Mapping[str, str], log_path: Path, concurrency: int | None = None
+) -> Service:
+    """Start a Celery worker (prefork, one child per core unless ``concurrency`` says how
+    many) and wait until it answers a ping.
 
     Needs Django's settings loaded with ``env`` (the harness's own process), for the broker.
     """
     hostname = f"bench-{os.getpid()}@{socket.gethostname()}"
     argv = [str(VENV_BIN / "celery"), "-A", "config", "worker", "--loglevel", "WARNING"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     service = spawn("celery", [*argv, "-n", hostname], env=env, log_path=log_path)
     from config.celery import app
 
