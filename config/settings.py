@@ -240,6 +240,9 @@ if DATABASE_REPLICA_URL:
 DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Key prefix of the channel layer and the ward event logs in Redis (several portals may share
+# one Redis).
+CHANNEL_LAYER_PREFIX: str = env.str("CHANNEL_LAYER_PREFIX", default="portal")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -253,7 +256,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="portal"),
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     }

@@ -41,6 +41,9 @@ RECHECK_SECONDS = 30
 # A client that has not confirmed this many events is not keeping up: it is disconnected and
 # resyncs from a snapshot, so what a slow client can make the server queue stays bounded.
 MAX_UNACKNOWLEDGED_EVENTS = 600
+# A client that missed more than this gets a snapshot instead: cheaper than replaying
+# minutes of vitals frames, and bounded in size.
+MAX_REPLAY_EVENTS = 300
 
 
 # A reconnect storm (a network blip, a daphne restart) brings every dashboard of a ward back
@@ -155,7 +158,7 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         last_seq = self._last_seq()
         if last_seq is not None:
             backlog = await async_ward_log.since(self.ward_code, last_seq)
-            if backlog.events is not None:
+            if backlog.events is not None and len(backlog.events) <= MAX_REPLAY_EVENTS:
                 await self.send_json(
                     {"type": "replay", "from_seq": last_seq + 1, "events": backlog.events}
                 )

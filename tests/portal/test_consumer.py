@@ -313,3 +313,21 @@ async def test_it_shares_a_fresh_snapshot_and_replays_what_came_after_it(
     assert shared["type"] == "snapshot" and shared["seq"] == snapshot["seq"]
     assert replay["type"] == "replay"
     assert [event["seq"] for event in replay["events"]] == [newer]
+
+
+async def test_it_sends_a_snapshot_rather_than_a_long_replay(
+    ward_with_patient: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal import consumers
+
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    monkeypatch.setattr(consumers, "MAX_REPLAY_EVENTS", 2)
+    async with dashboard(code, nurse) as (communicator, _, _):
+        last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
+    for _ in range(3):
+        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    query = f"?last_seq={last_seq}"
+    async with dashboard(code, nurse, query=query) as (communicator, _, _):
+        answer = await communicator.receive_json_from(timeout=5)
+    assert answer["type"] == "snapshot"
+    assert answer["seq"] >= last_seq + 3
