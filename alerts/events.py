@@ -7,6 +7,7 @@ gets a fresh snapshot on reconnect.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TypedDict
 
 from django.db import transaction
@@ -15,11 +16,9 @@ from alerts.models import Alert, AlertEvent
 from monitoring.events import ward_event_send_sync
 
 
-class AlertTransitionEvent(TypedDict):
-    type: str  # "alert" (docs/dashboard-protocol.md)
-    ward: str
-    event: str  # AlertEvent.Kind
-    at: str
+class AlertFields(TypedDict):
+    """An alert as dashboards render it: the protocol's <alert object>."""
+
     alert: str
     patient: str
     bed: str | None
@@ -41,27 +40,28 @@ class AlertTransitionEvent(TypedDict):
     escalation_level: int
 
 
-def _iso(moment: object) -> str | None:
-    return moment.isoformat() if moment is not None else None  # type: ignore[attr-defined]
+class AlertTransitionEvent(AlertFields):
+    type: str  # "alert" (docs/dashboard-protocol.md)
+    ward: str
+    event: str  # AlertEvent.Kind
+    at: str
 
 
-def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitionEvent | None:
-    """The event for ``alert`` after ``event`` (None when the alert has no ward to go to).
+def iso_or_none(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
-    ``alert`` must have ``rule``, ``patient``, ``bed__ward`` and ``acknowledged_by`` loaded.
+
+def alert_fields(alert: Alert) -> AlertFields:
+    """``alert`` as dashboards render it, in events and in ward snapshots alike.
+
+    ``alert`` must have ``rule``, ``patient``, ``bed`` and ``acknowledged_by`` loaded.
     """
-    if alert.bed is None:
-        return None
     by = alert.acknowledged_by
-    return AlertTransitionEvent(
-        type="alert",
-        ward=alert.bed.ward.code,
-        event=event.kind,
-        at=event.at.isoformat(),
+    return AlertFields(
         alert=str(alert.public_id),
         patient=str(alert.patient.public_id),
-        bed=str(alert.bed.public_id),
-        bed_label=alert.bed.label,
+        bed=str(alert.bed.public_id) if alert.bed else None,
+        bed_label=alert.bed.label if alert.bed else None,
         rule=alert.rule.name,
         rule_kind=alert.rule.kind,
         technical=alert.technical,
@@ -73,10 +73,26 @@ def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitio
         value=alert.value,
         unit=alert.unit,
         fired_at=alert.fired_at.isoformat(),
-        value_at=_iso(alert.value_at),
-        acknowledged_at=_iso(alert.acknowledged_at),
+        value_at=iso_or_none(alert.value_at),
+        acknowledged_at=iso_or_none(alert.acknowledged_at),
         acknowledged_by=(by.get_full_name() or by.get_username()) if by else None,
         escalation_level=alert.escalation_level,
+    )
+
+
+def alert_transition_event(*, alert: Alert, event: AlertEvent) -> AlertTransitionEvent | None:
+    """The event for ``alert`` after ``event`` (None when the alert has no ward to go to).
+
+    ``alert`` must have ``rule``, ``patient``, ``bed__ward`` and ``acknowledged_by`` loaded.
+    """
+    if alert.bed is None:
+        return None
+    return AlertTransitionEvent(
+        type="alert",
+        ward=alert.bed.ward.code,
+        event=event.kind,
+        at=event.at.isoformat(),
+        **alert_fields(alert),
     )
 
 

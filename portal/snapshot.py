@@ -11,6 +11,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from alerts.events import alert_fields, iso_or_none
 from alerts.models import Alert, PatientAlertState
 from monitoring.models import Device
 from monitoring.selectors import latest_vitals, sparklines
@@ -24,36 +25,6 @@ SPARKLINE_WINDOW = dt.timedelta(minutes=15)
 # 30 points per vital over 15 minutes: enough for a 60-pixel sparkline, and it keeps a 36-bed
 # ward's snapshot near 100 KB (each dashboard connect receives it).
 SPARKLINE_BUCKET_SECONDS = 30
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def alert_object(alert: Alert) -> dict[str, Any]:
-    """An open alert as the protocol's <alert object> (the event fields without the event)."""
-    by = alert.acknowledged_by
-    return {
-        "alert": str(alert.public_id),
-        "patient": str(alert.patient.public_id),
-        "bed": str(alert.bed.public_id) if alert.bed else None,
-        "bed_label": alert.bed.label if alert.bed else None,
-        "rule": alert.rule.name,
-        "rule_kind": alert.rule.kind,
-        "technical": alert.technical,
-        "priority": alert.priority,
-        "state": alert.state,
-        "condition_cleared": alert.condition_cleared_at is not None,
-        "message": alert.message,
-        "code": alert.code,
-        "value": alert.value,
-        "unit": alert.unit,
-        "fired_at": alert.fired_at.isoformat(),
-        "value_at": _iso(alert.value_at),
-        "acknowledged_at": _iso(alert.acknowledged_at),
-        "acknowledged_by": (by.get_full_name() or by.get_username()) if by else None,
-        "escalation_level": alert.escalation_level,
-    }
 
 
 def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
@@ -84,7 +55,7 @@ def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
     for bed_id, serial, last_seen in Device.objects.filter(bed__ward=ward, active=True).values_list(
         "bed_id", "serial", "last_seen_at"
     ):
-        devices[bed_id].append({"serial": serial, "last_seen_at": _iso(last_seen)})
+        devices[bed_id].append({"serial": serial, "last_seen_at": iso_or_none(last_seen)})
 
     def bed_entry(bed: Any) -> dict[str, Any]:
         patient = patients.get(bed.pk)
@@ -105,11 +76,11 @@ def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
                 "total": state.news2_total,
                 "complete": state.news2_complete,
                 "risk": state.news2_risk,
-                "at": _iso(state.news2_at),
+                "at": iso_or_none(state.news2_at),
             }
             if state
             else None,
-            "alerts": [alert_object(a) for a in alerts.get(patient.pk, [])] if patient else [],
+            "alerts": [alert_fields(a) for a in alerts.get(patient.pk, [])] if patient else [],
             "devices": devices.get(bed.pk, []),
         }
 
