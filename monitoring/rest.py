@@ -50,9 +50,9 @@ from patients.rest_base import (
     visible_or_404,
 )
 from patients.selectors import (
-    beds_with_current_admission,
     patients_visible_to,
     user_sees_all_wards,
+    ward_beds_and_patients,
     wards_visible_to,
 )
 
@@ -553,10 +553,7 @@ class WardLatestVitalsApi(RecordsApi):
     )
     def get(self, request: Request, code: str) -> Response:
         ward = visible_or_404(wards_visible_to(user=request.user), code=code)
-        beds = list(beds_with_current_admission(ward=ward))
-        patients = {
-            bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions
-        }
+        beds, patients = ward_beds_and_patients(ward=ward)
         vitals = latest_vitals(patient_ids=[p.pk for p in patients.values()])
         self.audit(patient_ids=[p.pk for p in patients.values()])
         data = {

@@ -41,6 +41,13 @@ def beds_with_current_admission(*, ward: Ward) -> QuerySet[Bed]:
     )
 
 
+def ward_beds_and_patients(*, ward: Ward) -> tuple[list[Bed], dict[int, Patient]]:
+    """The ward's beds in label order, and the patient admitted to each (by bed pk)."""
+    beds = list(beds_with_current_admission(ward=ward))
+    patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
+    return beds, patients
+
+
 def admission_open_in_bed_during(
     *, bed_id: int, start: datetime, end: datetime
 ) -> QuerySet[Admission]:

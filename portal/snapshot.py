@@ -17,7 +17,7 @@ from monitoring.models import Device
 from monitoring.selectors import latest_vitals, sparklines
 from monitoring.vitals import DEVICE_VITALS
 from patients.models import Ward
-from patients.selectors import beds_with_current_admission
+from patients.selectors import ward_beds_and_patients
 
 # A vital older than this is shown as stale; the device-offline alarm uses the same default.
 STALE_AFTER_SECONDS = 30
@@ -29,8 +29,7 @@ SPARKLINE_BUCKET_SECONDS = 30
 
 def ward_snapshot(*, ward_code: str) -> dict[str, Any]:
     ward = Ward.objects.get(code=ward_code)
-    beds = list(beds_with_current_admission(ward=ward))
-    patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
+    beds, patients = ward_beds_and_patients(ward=ward)
     patient_ids = [p.pk for p in patients.values()]
     vitals = latest_vitals(patient_ids=patient_ids)
     now = timezone.now()
