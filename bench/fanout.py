@@ -86,6 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--client-procs", type=int, help="client processes (default: one per 1,000 clients)")
     add("--profile", action="store_true", help=f"py-spy daphne during the {TARGET_CLIENTS} step")
+    add(
+        "--profile-ramp",
+        action="store_true",
+        help=f"py-spy daphne while the {TARGET_CLIENTS} dashboards connect (60 s at most)",
+    )
     add("--no-step-up", action="store_true", help="stop after the fixed steps")
     add("--quick", action="store_true", help="smoke test: 20 and 50 clients, short windows")
     add("--repeat", type=int, default=1, help="runs per step; the table shows medians")
@@ -457,6 +462,7 @@ def bench(args: argparse.Namespace) -> int:
                     clients=clients,
                     repeat=repeat,
                     profile=args.profile and clients == TARGET_CLIENTS and repeat == 0,
+                    profile_ramp=args.profile_ramp and clients == TARGET_CLIENTS and repeat == 0,
                 )
                 runs.append(run)
                 say(

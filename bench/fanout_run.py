@@ -214,6 +214,7 @@ def fanout_run(
     clients: int,
     repeat: int,
     profile: bool,
+    profile_ramp: bool = False,
 ) -> dict[str, Any]:
     from bench.hospital import bench_alert_state_clear, bench_readings_clear
     from monitoring.events import ward_group_name
@@ -263,6 +264,10 @@ def fanout_run(
         _sleep_until(schedule.connect_at - 0.5)
         marks["rss_before"] = _rss(server)
         marks["fds_before"] = server.num_fds()
+        if profile_ramp:
+            profiler = Profiler(
+                pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=120
+            ).start()
         ready_at = ramp_wait(started, schedule)
         marks["ramp_seconds"] = (ready_at or time.time()) - schedule.connect_at
         marks["ramp_complete"] = ready_at is not None
@@ -283,7 +288,7 @@ def fanout_run(
         for meter in meters:
             meter.start()
         busy_start = machine_busy_seconds()
-        if profile:
+        if profile and profiler is None:
             profiler = Profiler(
                 pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}", seconds=args.measure
             ).start()

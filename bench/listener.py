@@ -5,7 +5,7 @@ It uses the portal's own channel layer (``channels_redis.pubsub``, settings from
 environment: same Redis URL and ``CHANNEL_LAYER_PREFIX`` as daphne and Celery), on an event
 loop in a thread of its own, so the harness's main thread can keep waiting on processes.
 Received events are kept as (time.time(), event), where ``event`` is what the dashboard
-consumer would forward (``message["event"]``).
+consumer would forward (``message["text"]``, decoded).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class GroupListener:
         self._task = asyncio.current_task()
         from channels.layers import get_channel_layer
 
+        from monitoring.events import ward_event_decode
+
         layer = get_channel_layer()
         channel = await layer.new_channel()
         for group in self.groups:
@@ -67,7 +69,7 @@ class GroupListener:
             while True:
                 message = await layer.receive(channel)
                 received_at = time.time()
-                event = message.get("event", message)
+                event = ward_event_decode(message) if "text" in message else message
                 if not self.keep_vitals and event.get("type") == "vitals":
                     continue
                 if len(self.events) >= MAX_EVENTS:

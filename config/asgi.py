@@ -10,13 +10,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django must be set up before anything imports models (the consumers below do).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.observability import RequestIdMiddleware  # noqa: E402
 from monitoring.asgi import DeviceIngestApplication  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
 
 INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()
@@ -35,7 +35,7 @@ application = RequestIdMiddleware(
         {
             "http": http_application,
             "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                DashboardAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
             ),
         }
     )

@@ -289,6 +289,8 @@ INGEST_WRITER_THREADS: int = env.int("INGEST_WRITER_THREADS", default=4)
 INGEST_RATE_PER_SECOND: float = env.float("INGEST_RATE_PER_SECOND", default=10.0)
 INGEST_BURST: float = env.float("INGEST_BURST", default=30.0)
 INGEST_MAX_PENDING: int = env.int("INGEST_MAX_PENDING", default=2000)
+# Dashboard WebSockets' database threads (portal/dbthreads.py): logins, snapshots, audit rows.
+DASHBOARD_DB_THREADS: int = env.int("DASHBOARD_DB_THREADS", default=4)
 
 # Prometheus metrics (/metrics): from these networks, or with "Authorization: Bearer <token>".
 METRICS_ALLOWED_NETWORKS: list[str] = env.list(

@@ -22,7 +22,7 @@ from alerts.defaults import default_rules_ensure
 from alerts.dispatch import evaluation_requests
 from alerts.models import Alert, AlertRule
 from config.asgi import application
-from monitoring.events import ward_group_name
+from monitoring.events import ward_event_decode, ward_group_name
 from monitoring.services import device_token_issue
 from tests import factories
 from tests.processes import child_process_environment, post_spo2_series
@@ -104,8 +104,8 @@ async def test_it_raises_an_alert_through_a_real_worker_and_publishes_it(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         message = await asyncio.wait_for(layer.receive(channel), deadline - time.monotonic())
-        if message["type"] == "ward.event" and message["event"]["type"] == "alert":
-            event = message["event"]
+        if message["type"] == "ward.event" and ward_event_decode(message)["type"] == "alert":
+            event = ward_event_decode(message)
             break
     await layer.group_discard(ward_group_name(ward_code), channel)
     assert event is not None, "no alert event reached the ward group"

@@ -22,7 +22,7 @@ from alerts.models import Alert, AlertEvent, AlertRule, News2Score, PatientAlert
 from alerts.services import AlertActionRefused, alert_acknowledge
 from alerts.tasks import evaluate_messages, evaluation_catch_up
 from config.asgi import application
-from monitoring.events import ward_group_name
+from monitoring.events import ward_event_decode, ward_group_name
 from monitoring.ingestion import message_parse
 from monitoring.metrics import EVALUATION_REQUEST_FAILURES
 from monitoring.models import IngestMessage, token_digest
@@ -191,7 +191,7 @@ def test_it_publishes_each_transition_to_the_ward_group_after_commit(
     asyncio.run(run())
     [envelope] = received
     assert envelope["type"] == "ward.event"
-    event = envelope["event"]
+    event = ward_event_decode(envelope)
     assert event["type"] == "alert"
     assert event["seq"] >= 1
     assert event["event"] == "fired"

@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 from django.utils import timezone
 
-from monitoring.events import ward_group_name, ward_vitals
+from monitoring.events import ward_event_decode, ward_group_name, ward_vitals
 from monitoring.metrics import LIVE_PUSH_FAILURES
 from monitoring.models import Device, IngestMessage, Observation
 from monitoring.services import device_token_issue, device_token_revoke
@@ -445,7 +445,7 @@ async def test_it_pushes_the_newest_values_to_the_ward_group(
     finally:
         await layer.group_discard(ward_group_name(ward_code), channel)
     assert event["type"] == "ward.event"
-    event = event["event"]
+    event = ward_event_decode(event)
     assert event["type"] == "vitals"
     assert event["seq"] >= 1
     assert event["ward"] == ward_code
