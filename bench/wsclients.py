@@ -44,8 +44,9 @@ from bench.ws import (
     WebSocket,
 )
 
-VITALS_PREFIX = b'{"type": "vitals"'
-SEQ_KEY = b'"seq": '
+# Ward events arrive as the publisher encoded them (monitoring.events: compact separators).
+VITALS_PREFIX = b'{"type":"vitals"'
+SEQ_KEY = b'"seq":'
 ATTEMPTS = 3  # connects per phase before a client gives up (backoff 1 s, 2 s)
 
 
@@ -166,7 +167,7 @@ class Dashboards:
     def _on_text(self, client: Client, payload: bytes, received: float) -> None:
         window = self.window
         if payload.startswith(VITALS_PREFIX):
-            # The hot path: no JSON parse per client. The consumer appends "seq" last.
+            # The hot path: no JSON parse per client. The publisher appends "seq" last.
             at = payload.rfind(SEQ_KEY)
             end = payload.find(b"}", at)
             seq = int(payload[at + len(SEQ_KEY) : end])

@@ -1,7 +1,8 @@
 """Publishing to ward dashboards over the channel layer, and the live vitals push.
 
 Every ward event is numbered (``monitoring.wardlog``) and sent to the ward's group as
-``{"type": "ward.event", "seq": <its seq>, "text": <the client message as JSON text>}``; the
+``{"type": "ward.event", "group": <the group's name>, "seq": <its seq>, "text": <the client
+message as JSON text>}`` (``group``: a process serving many dashboards routes by it); the
 dashboard consumer forwards ``text`` as is (``ward_event_decode`` reads it back). The event is
 encoded once here rather than once per dashboard: with a thousand dashboards, decoding and
 re-encoding a ward's 20 KB vitals frame per socket was a quarter of daphne's CPU (bench
@@ -56,9 +57,10 @@ async def ward_event_send(ward_code: str, event: dict[str, Any]) -> int | None:
     try:
         seq = await async_ward_log.append(ward_code, event)
         text = json.dumps({**event, "seq": seq}, separators=(",", ":"))
+        group = ward_group_name(ward_code)
         await asyncio.wait_for(
             get_channel_layer().group_send(
-                ward_group_name(ward_code), {"type": "ward.event", "seq": seq, "text": text}
+                group, {"type": "ward.event", "group": group, "seq": seq, "text": text}
             ),
             SEND_TIMEOUT_SECONDS,
         )
@@ -111,8 +113,9 @@ async def user_message_send(user_id: int, message: dict[str, Any]) -> bool:
     global _home_loop
     _home_loop = asyncio.get_running_loop()
     try:
+        group = user_group_name(user_id)
         await asyncio.wait_for(
-            get_channel_layer().group_send(user_group_name(user_id), message),
+            get_channel_layer().group_send(group, {**message, "group": group}),
             SEND_TIMEOUT_SECONDS,
         )
     except Exception:

@@ -18,7 +18,7 @@ from alerts.defaults import default_rules_ensure
 from alerts.models import Alert, AlertEvent, AlertRule
 from config.asgi import application
 from monitoring import wardlog
-from monitoring.events import ward_event_send
+from monitoring.events import ward_event_send, ward_group_name
 from patients.models import WardAccess
 from tests import factories
 
@@ -155,6 +155,41 @@ async def test_it_relays_numbered_ward_events_in_order(ward_with_patient: dict) 
             snapshot["seq"] + 2,
         ]
     )
+
+
+def _redis_subscribers(pattern: str) -> int:
+    """Subscribers in Redis of the pub/sub channels whose names match ``pattern``."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        channels = client.pubsub_channels(pattern)
+        return sum(count for _, count in client.pubsub_numsub(*channels)) if channels else 0
+    finally:
+        client.close()
+
+
+async def test_dashboards_of_a_ward_share_one_subscription_per_process(
+    ward_with_patient: dict,
+) -> None:
+    """A dashboard opening or closing costs Redis nothing unless it is the ward's first or last
+    in this process (portal.hub): that is what keeps a reconnect storm cheap."""
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    colleague = await sync_to_async(factories.clinician)(ward_with_patient["ward"])
+    pattern = f"*{ward_group_name(code)}"
+    async with dashboard(code, nurse) as (mine, _, _):
+        await mine.receive_json_from(timeout=5)
+        async with dashboard(code, colleague) as (theirs, _, _):
+            await theirs.receive_json_from(timeout=5)
+            assert await sync_to_async(_redis_subscribers)(pattern) == 1
+            seq = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+            assert (await mine.receive_json_from(timeout=5))["seq"] == seq
+            assert (await theirs.receive_json_from(timeout=5))["seq"] == seq
+        # The colleague closed: this dashboard still gets the ward's events.
+        assert await sync_to_async(_redis_subscribers)(pattern) == 1
+        seq = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        assert (await mine.receive_json_from(timeout=5))["seq"] == seq
+    assert await sync_to_async(_redis_subscribers)(pattern) == 0
 
 
 async def test_it_replays_what_a_reconnecting_client_missed(ward_with_patient: dict) -> None:
