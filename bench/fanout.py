@@ -84,6 +84,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="daphne's listen backlog (default: Twisted's 50), through an endpoint string",
     )
+    add(
+        "--dashboard-daphne",
+        action="store_true",
+        help="serve the dashboards from a second daphne (ingestion keeps the first)",
+    )
     add("--client-procs", type=int, help="client processes (default: one per 1,000 clients)")
     add("--profile", action="store_true", help=f"py-spy daphne during the {TARGET_CLIENTS} step")
     add(
@@ -168,6 +173,7 @@ FIGURES = (
     "abnormal_closes.storm",
     "gaps_at_end",
     "cpu_percent.daphne",
+    "cpu_percent.daphne-ws",
     "cpu_percent.celery",
     "cpu_percent.mariadbd",
     "cpu_percent.redis-server",
@@ -289,7 +295,14 @@ def render(document: dict[str, Any], harness: Harness) -> str:
                 name,
                 *(
                     fmt(m[f"cpu_percent.{label}"], 0)
-                    for label in ("daphne", "celery", "mariadbd", "redis-server", "loadgen")
+                    for label in (
+                        "daphne",
+                        "daphne-ws",
+                        "celery",
+                        "mariadbd",
+                        "redis-server",
+                        "loadgen",
+                    )
                 ),
                 f"{fmt(m['cpu_percent.clients'], 0)} ({fmt(m['client_process_max_percent'], 0)})",
                 fmt(m["machine_busy_percent"], 0),
@@ -354,6 +367,7 @@ def render(document: dict[str, Any], harness: Harness) -> str:
             [
                 "CPU, % of one core",
                 "daphne",
+                "daphne-ws",
                 "celery",
                 "mariadb",
                 "redis",

@@ -224,6 +224,7 @@ def fanout_run(
     run_id = f"{harness.stamp}-fanout-{clients}-{repeat + 1}"
     lead = 1.5 + args.devices / 250
     daphne: Service | None = None
+    dashboard_daphne: Service | None = None
     listener: GroupListener | None = None
     load = None
     started: ClientProcesses | None = None
@@ -241,6 +242,19 @@ def fanout_run(
             backlog=args.daphne_backlog,
         )
         server = psutil.Process(daphne.pid)
+        ws_port = port
+        if args.dashboard_daphne:
+            # The recommended layout (docs/scaling.md): dashboards on a daphne of their own,
+            # ingestion on another; the balancer routes /ws/ there.
+            ws_port = free_port()
+            dashboard_daphne = daphne_start(
+                env=harness.env,
+                port=ws_port,
+                log_path=harness.log(f"{run_id}-daphne-ws"),
+                probe_path=INGEST_PATH,
+                probe_status=405,
+                backlog=args.daphne_backlog,
+            )
         listener = GroupListener([ward_group_name(code) for code in setup.wards]).start()
         schedule = schedule_for(args, clients, lead)
         load = paced_load_start(
@@ -258,7 +272,7 @@ def fanout_run(
             stop_file=stop_file,
         )
         started = clients_start(
-            harness, setup, args, clients=clients, port=port, schedule=schedule, run_id=run_id
+            harness, setup, args, clients=clients, port=ws_port, schedule=schedule, run_id=run_id
         )
         paced_load_measure(load)
         _sleep_until(schedule.connect_at - 0.5)
@@ -280,6 +294,11 @@ def fanout_run(
         meters = [
             CpuMeter("daphne", server),
             CpuMeter("celery", psutil.Process(setup.celery.pid)),
+            *(
+                [CpuMeter("daphne-ws", psutil.Process(dashboard_daphne.pid))]
+                if dashboard_daphne is not None
+                else []
+            ),
             CpuMeter("mariadbd", listening_process(harness.database_port)),
             CpuMeter("redis-server", listening_process(harness.redis_port)),
             *(CpuMeter("loadgen", psutil.Process(s.pid)) for s in load.loadgens),
@@ -329,6 +348,8 @@ def fanout_run(
             paced_load_stop(load)
         if daphne is not None:
             daphne.stop()
+        if dashboard_daphne is not None:
+            dashboard_daphne.stop()
     profile_result = profiler.finish() if profiler is not None else None
     results = [json.loads(path.read_text(encoding="utf-8")) for path in started.outputs]
     ingestion = paced_load_summary(load, outputs, measured)

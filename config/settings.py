@@ -291,6 +291,10 @@ INGEST_BURST: float = env.float("INGEST_BURST", default=30.0)
 INGEST_MAX_PENDING: int = env.int("INGEST_MAX_PENDING", default=2000)
 # Dashboard WebSockets' database threads (portal/dbthreads.py): logins, snapshots, audit rows.
 DASHBOARD_DB_THREADS: int = env.int("DASHBOARD_DB_THREADS", default=4)
+# How often each ward's newest vitals are pushed to its dashboards (monitoring/events.py):
+# the longest a reading waits before it can reach a screen; every open dashboard receives one
+# frame per interval.
+VITALS_PUSH_INTERVAL_SECONDS: float = env.float("VITALS_PUSH_INTERVAL_SECONDS", default=0.25)
 
 # Prometheus metrics (/metrics): from these networks, or with "Authorization: Bearer <token>".
 METRICS_ALLOWED_NETWORKS: list[str] = env.list(

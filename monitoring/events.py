@@ -24,6 +24,7 @@ from typing import Any, TypedDict, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from monitoring.metrics import LIVE_PUSH_FAILURES
 from monitoring.services import RecordedMessage
@@ -32,9 +33,10 @@ from monitoring.wardlog import async_ward_log
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
-# A reading waits up to this long for its ward's next vitals frame: the largest part of the
-# "ingested → on a screen" latency (target p99 < 0.5 s, bench fanout).
-PUSH_INTERVAL_SECONDS = 0.25
+# A reading waits up to VITALS_PUSH_INTERVAL_SECONDS (default 0.25) for its ward's next
+# vitals frame: the largest part of the "ingested → on a screen" latency (target p99 < 0.5 s).
+# Each open dashboard receives one frame per interval: halving it doubles daphne's fan-out
+# work (bench fanout), so it is a setting.
 SEND_TIMEOUT_SECONDS = 2.0
 # The loop of this process's ASGI server, when it has one: events produced on other threads
 # of the same process (writer threads, in-process tasks of the embedded demo) are handed to
@@ -144,8 +146,8 @@ class VitalSample(TypedDict):
 class WardVitalsCoalescer:
     """Keeps the newest value per (ward, bed, code) and sends them on a tick."""
 
-    def __init__(self, *, interval: float = PUSH_INTERVAL_SECONDS) -> None:
-        self.interval = interval
+    def __init__(self, *, interval: float | None = None) -> None:
+        self._interval = interval
         self._pending: dict[str, dict[tuple[str, str], VitalSample]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -177,6 +179,12 @@ class WardVitalsCoalescer:
     def _ensure_ticking(self) -> None:
         if self._task is None or self._task.done() or self._task.get_loop().is_closed():
             self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    @property
+    def interval(self) -> float:
+        if self._interval is not None:
+            return self._interval
+        return float(getattr(settings, "VITALS_PUSH_INTERVAL_SECONDS", 0.25))
 
     async def _tick(self) -> None:
         # At a fixed rate, not "interval after the last flush": on a busy server the flushes
