@@ -94,7 +94,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--profile-ramp",
         action="store_true",
-        help=f"py-spy daphne while the {TARGET_CLIENTS} dashboards connect (60 s at most)",
+        help=f"py-spy daphne for the first 16 s of the {TARGET_CLIENTS} dashboards connecting",
     )
     add("--no-step-up", action="store_true", help="stop after the fixed steps")
     add("--quick", action="store_true", help="smoke test: 20 and 50 clients, short windows")

@@ -280,7 +280,7 @@ def fanout_run(
         marks["fds_before"] = server.num_fds()
         if profile_ramp:
             profiler = Profiler(
-                pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=120
+                pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=16
             ).start()
         ready_at = ramp_wait(started, schedule)
         marks["ramp_seconds"] = (ready_at or time.time()) - schedule.connect_at

@@ -50,7 +50,18 @@ return result
 @dataclass(frozen=True, slots=True)
 class Backlog:
     current: int  # the ward's latest sequence number
-    events: list[dict[str, Any]] | None  # every event after the one asked for; None: gone
+    # Every event after the one asked for, as the JSON text the log holds; None: gone. Kept as
+    # text so a replay is sent without decoding and re-encoding each event (bench fanout).
+    texts: list[str] | None
+
+    @property
+    def events(self) -> list[dict[str, Any]] | None:
+        return None if self.texts is None else [json.loads(text) for text in self.texts]
+
+    def replay_message(self, from_seq: int) -> str:
+        """The dashboard's ``replay`` message (docs/dashboard-protocol.md) as JSON text."""
+        events = ",".join(self.texts or ())
+        return f'{{"type":"replay","from_seq":{int(from_seq)},"events":[{events}]}}'
 
 
 def _keys(ward_code: str) -> list[str]:
@@ -66,13 +77,14 @@ class _MemoryLog:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counters: dict[str, int] = {}
-        self.logs: dict[str, deque[dict[str, Any]]] = {}
+        self.logs: dict[str, deque[str]] = {}
 
     def append(self, ward_code: str, event: dict[str, Any]) -> int:
         with self.lock:
             seq = self.counters.get(ward_code, 0) + 1
             self.counters[ward_code] = seq
-            self.logs.setdefault(ward_code, deque(maxlen=LOG_LENGTH)).append({**event, "seq": seq})
+            text = json.dumps({"seq": seq, **event}, separators=(",", ":"))
+            self.logs.setdefault(ward_code, deque(maxlen=LOG_LENGTH)).append(text)
             return seq
 
     def since(self, ward_code: str, last_seq: int) -> Backlog:
@@ -86,12 +98,12 @@ class _MemoryLog:
 _memory = _MemoryLog()
 
 
-def _decode(result: list[Any]) -> tuple[int, int, list[dict[str, Any]]]:
+def _decode(result: list[Any]) -> tuple[int, int, list[str]]:
     current, first, *events = result
-    return int(current), int(first), [json.loads(e) for e in events]
+    return int(current), int(first), [e.decode() if isinstance(e, bytes) else e for e in events]
 
 
-def _backlog(last_seq: int, current: int, first: int, events: list[dict[str, Any]]) -> Backlog:
+def _backlog(last_seq: int, current: int, first: int, events: list[str]) -> Backlog:
     if last_seq == current:
         return Backlog(current, [])
     if not first <= last_seq + 1 <= current:

@@ -215,10 +215,8 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         last_seq = self._last_seq()
         if last_seq is not None:
             backlog = await async_ward_log.since(self.ward_code, last_seq)
-            if backlog.events is not None and len(backlog.events) <= MAX_REPLAY_EVENTS:
-                await self.send_json(
-                    {"type": "replay", "from_seq": last_seq + 1, "events": backlog.events}
-                )
+            if backlog.texts is not None and len(backlog.texts) <= MAX_REPLAY_EVENTS:
+                await self.send(text_data=backlog.replay_message(last_seq + 1))
                 self.sent_seq = self.acknowledged_seq = backlog.current
                 return
         seq, snapshot_text = await _ward_snapshot_shared(self.ward_code)
@@ -228,8 +226,8 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         # holds after it (this socket is already in the group, so nothing falls in between;
         # the client ignores any event twice).
         backlog = await async_ward_log.since(self.ward_code, seq)
-        if backlog.events:
-            await self.send_json({"type": "replay", "from_seq": seq + 1, "events": backlog.events})
+        if backlog.texts:
+            await self.send(text_data=backlog.replay_message(seq + 1))
             self.sent_seq = self.acknowledged_seq = backlog.current
 
     async def _recheck_periodically(self) -> None:
