@@ -12,7 +12,7 @@ What is measured where:
   holding it; a few readings are drawn at random from each frame a client received (the frame's
   readings are parsed once per client process, so the clients stay cheap);
 * the same split at the channel layer: a listener in this process (bench.listener) timestamps
-  every ward event when it is published, so latency = commit → published (the 0.5 s coalescing
+  every ward event when it is published, so latency = commit → published (the 0.25 s coalescing
   tick, the sequence number in Redis) + published → received (daphne's fan-out);
 * daphne's RSS before the ramp and once everyone is connected (growth per connection), its
   open-files limit and descriptors, CPU of every process over the measured window.
