@@ -231,30 +231,26 @@ def fanout_run(
     profiler: Profiler | None = None
     marks: dict[str, Any] = {}
     stop_file = harness.work_dir / f"{run_id}.stop"
-    try:
-        port = free_port()
-        daphne = daphne_start(
+
+    def daphne_on(port: int, log_name: str) -> Service:
+        return daphne_start(
             env=harness.env,
             port=port,
-            log_path=harness.log(f"{run_id}-daphne"),
+            log_path=harness.log(f"{run_id}-{log_name}"),
             probe_path=INGEST_PATH,
             probe_status=405,
             backlog=args.daphne_backlog,
         )
+
+    try:
+        port = ws_port = free_port()
+        daphne = daphne_on(port, "daphne")
         server = psutil.Process(daphne.pid)
-        ws_port = port
         if args.dashboard_daphne:
             # The recommended layout (docs/scaling.md): dashboards on a daphne of their own,
             # ingestion on another; the balancer routes /ws/ there.
             ws_port = free_port()
-            dashboard_daphne = daphne_start(
-                env=harness.env,
-                port=ws_port,
-                log_path=harness.log(f"{run_id}-daphne-ws"),
-                probe_path=INGEST_PATH,
-                probe_status=405,
-                backlog=args.daphne_backlog,
-            )
+            dashboard_daphne = daphne_on(ws_port, "daphne-ws")
         listener = GroupListener([ward_group_name(code) for code in setup.wards]).start()
         schedule = schedule_for(args, clients, lead)
         load = paced_load_start(
