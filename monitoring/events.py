@@ -199,12 +199,11 @@ class WardVitalsCoalescer:
     async def flush(self) -> int:
         """Send everything pending now, every ward at once; return the ward events sent."""
         pending, self._pending = self._pending, {}
-        sent = await asyncio.gather(
-            *(
-                ward_event_send(ward, {"type": "vitals", "ward": ward, "vitals": list(by.values())})
-                for ward, by in pending.items()
-            )
-        )
+        events = {
+            ward: {"type": "vitals", "ward": ward, "vitals": list(samples.values())}
+            for ward, samples in pending.items()
+        }
+        sent = await asyncio.gather(*(ward_event_send(w, e) for w, e in events.items()))
         return sum(1 for seq in sent if seq is not None)
 
 

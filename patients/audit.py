@@ -29,6 +29,19 @@ def client_address(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+# In the order ``access_record`` passes the values.
+_ACCESS_COLUMNS = (
+    "at",
+    "patient_id",
+    "user_id",
+    "token_id",
+    "action",
+    "resource",
+    "address",
+    "request_id",
+)
+
+
 def access_record(
     *,
     user: Any,
@@ -54,9 +67,9 @@ def access_record(
     common = (
         user_id,
         token.pk if token is not None else None,
-        action[:64],
+        action,
         resource[:200],
-        address,
+        address or None,  # as GenericIPAddressField stores an empty address
         request_id.get()[:64],
     )
     quote = database.ops.quote_name
@@ -66,7 +79,3 @@ def access_record(
     sql = f"INSERT INTO {quote(AccessLog._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
     with database.cursor() as cursor:
         cursor.executemany(sql, [(at, patient, *common) for patient in patients])
-
-
-_ACCESS_COLUMNS = ("at", "patient_id", "user_id", "token_id", "action", "resource", "address",
-                   "request_id")  # fmt: skip

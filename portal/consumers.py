@@ -84,8 +84,10 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' own dispatch, without its thread hop per message to close the event loop
         thread's old database connections (Channels 4.2+): this consumer has none, since all
-        its database work runs on ``dashboard_db``'s threads. With a thousand dashboards that
-        hop was made for every frame to every socket, a third of daphne's CPU (bench fanout)."""
+        its database work runs on ``dashboard_db``'s threads. Ward events reach the socket
+        through the hub (``deliver``), not here; what still comes here is the socket's own
+        traffic, the clients' acks among it. Before the hub, the hop was made for every frame
+        to every socket: a third of daphne's CPU at a thousand dashboards (bench fanout)."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
