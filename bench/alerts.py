@@ -25,13 +25,11 @@ from bench.alerts_run import backlog_store, latency_run, throughput_run
 from bench.common import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
-    BenchError,
+    bench_main,
     fmt,
-    result_path,
+    results_report,
     say,
-    stop_on_signals,
     table,
-    write_json,
 )
 from bench.harness import Harness, harness_open
 
@@ -422,24 +420,12 @@ def bench(args: argparse.Namespace) -> int:
         document["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         document["notes"] = harness.notes
         document["targets"] = targets_check(document)
-        path = write_json(result_path(f"alerts-{harness.stamp}", ".json"), document)
-        print(render(document, harness), flush=True)
-        say(f"results: {path}")
-        say("stopping what the bench started")
+        results_report(f"alerts-{harness.stamp}", document, render(document, harness))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    try:
-        return bench(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started has been stopped")
-        return 130
-    except BenchError as error:
-        say(f"error: {error}")
-        return 2
+    return bench_main(parse_args, bench, argv)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,11 @@ from bench.common import (
     PYTHON,
     REPO,
     BenchError,
+    bench_main,
     fmt,
-    result_path,
+    results_report,
     say,
-    stop_on_signals,
     table,
-    write_json,
 )
 from bench.harness import Harness, harness_open, latency
 from bench.http11 import EXCHANGE_ERRORS, Connection
@@ -442,24 +441,12 @@ def bench(args: argparse.Namespace) -> int:
             "notes": harness.notes,
         }
         document["targets"] = targets_check(median)
-        path = write_json(result_path(f"api-{harness.stamp}", ".json"), document)
-        print(render(document, harness), flush=True)
-        say(f"results: {path}")
-        say("stopping what the bench started")
+        results_report(f"api-{harness.stamp}", document, render(document, harness))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    try:
-        return bench(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started has been stopped")
-        return 130
-    except BenchError as error:
-        say(f"error: {error}")
-        return 2
+    return bench_main(parse_args, bench, argv)
 
 
 if __name__ == "__main__":

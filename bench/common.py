@@ -12,7 +12,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -50,6 +50,33 @@ class BenchError(Exception):
 def say(message: str) -> None:
     """Progress goes to stderr, so stdout carries only the result table."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def results_report(stem: str, document: Any, text: str) -> None:
+    """Write a run's document to ``bench/results/<stem>.json`` and print its table."""
+    path = write_json(result_path(stem, ".json"), document)
+    print(text, flush=True)
+    say(f"results: {path}")
+    say("stopping what the bench started")
+
+
+def bench_main(
+    parse_args: Callable[[Sequence[str] | None], Any],
+    bench: Callable[[Any], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """A benchmark's command line: parse, run with its cleanups on Ctrl-C or ``kill``, and
+    turn an interruption or a ``BenchError`` into a message and an exit status."""
+    args = parse_args(argv)
+    stop_on_signals()
+    try:
+        return bench(args)
+    except KeyboardInterrupt:
+        say("interrupted; everything the bench started has been stopped")
+        return 130
+    except BenchError as error:
+        say(f"error: {error}")
+        return 2
 
 
 def utc_stamp(moment: dt.datetime | None = None) -> str:

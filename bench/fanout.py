@@ -21,12 +21,11 @@ from bench.common import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     BenchError,
+    bench_main,
     fmt,
-    result_path,
+    results_report,
     say,
-    stop_on_signals,
     table,
-    write_json,
 )
 from bench.fanout_run import Setup, fanout_run, step_limit
 from bench.harness import Harness, device_tokens_file, harness_open, open_files_raise
@@ -499,10 +498,7 @@ def bench(args: argparse.Namespace) -> int:
         document["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         document["notes"] = harness.notes
         document["targets"] = targets_check(document)
-        path = write_json(result_path(f"fanout-{harness.stamp}", ".json"), document)
-        print(render(document, harness), flush=True)
-        say(f"results: {path}")
-        say("stopping what the bench started")
+        results_report(f"fanout-{harness.stamp}", document, render(document, harness))
     return 0
 
 
@@ -513,16 +509,7 @@ def _with_wards(devices: list[Any]) -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    try:
-        return bench(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started has been stopped")
-        return 130
-    except BenchError as error:
-        say(f"error: {error}")
-        return 2
+    return bench_main(parse_args, bench, argv)
 
 
 if __name__ == "__main__":

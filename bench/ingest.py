@@ -27,13 +27,12 @@ from bench.common import (
     DEFAULT_REDIS_URL,
     LOG_DIR,
     BenchError,
+    bench_main,
     local_endpoint,
     portal_env,
-    result_path,
+    results_report,
     say,
-    stop_on_signals,
     utc_stamp,
-    write_json,
 )
 from bench.ingest_report import TARGET_DEVICES, median_summary, render, run_line, targets_check
 from bench.ingest_run import (
@@ -350,24 +349,12 @@ def bench(args: argparse.Namespace) -> int:
             "scenarios": results,
         }
         document["targets"] = targets_check(results)
-        path = write_json(result_path(f"ingest-{stamp}", ".json"), document)
-        print(render(document), flush=True)
-        say(f"results: {path}")
-        say("stopping what the bench started")
+        results_report(f"ingest-{stamp}", document, render(document))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_signals()
-    try:
-        return bench(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started has been stopped")
-        return 130
-    except BenchError as error:
-        say(f"error: {error}")
-        return 2
+    return bench_main(parse_args, bench, argv)
 
 
 if __name__ == "__main__":
