@@ -11,7 +11,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -119,6 +119,59 @@ def test_it_lets_two_workers_racing_on_one_patient_open_one_alert() -> None:
     spo2 = Alert.objects.filter(patient=admission.patient, rule__name="SpO2 below 90 %")
     assert spo2.count() == 1
     assert AlertEvent.objects.filter(alert__in=spo2, kind="fired").count() == 1
+
+
+def _lock_waits() -> int:
+    """Other connections blocked in a locking read (MariaDB shows the statement meanwhile)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist"
+            " WHERE id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_makes_a_second_evaluation_of_a_patient_wait_and_read_the_first_ones_state() -> None:
+    # Two workers, different messages of one patient: the second must wait for the first's
+    # commit and carry on from the state it wrote. Here 5 s of low SpO2, then 10 s more: only
+    # an evaluation that counts the first 5 s fires, at 10 s after the first low reading.
+    _, admission, _, token = _bedside()
+    start = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=1)
+    # A normal reading first, so the patient's state row exists and holds no low run.
+    assert messages_evaluate(message_pks=[_post(token, "normal", start, 97)]) == 1
+    pks = _desaturate(token, start + dt.timedelta(seconds=1), seconds=15)
+    first, second = pks[:5], pks[5:]
+    first_evaluated = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def worker(name: str, batch: list[int], hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                outcomes[name] = messages_evaluate(message_pks=batch)
+                if hold:  # keep the patient's state locked until the other worker waits on it
+                    first_evaluated.set()
+                    for _ in range(200):
+                        if _lock_waits():
+                            break
+                        threading.Event().wait(0.05)
+                    outcomes["waited"] = _lock_waits() > 0
+        except BaseException as error:
+            outcomes[name] = error
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=worker, args=("first", first, True))
+    holder.start()
+    assert first_evaluated.wait(timeout=30)
+    waiter = threading.Thread(target=worker, args=("second", second, False))
+    waiter.start()
+    holder.join(timeout=30)
+    waiter.join(timeout=30)
+    close_old_connections()
+    assert outcomes == {"first": len(first), "second": len(second), "waited": True}
+    spo2 = Alert.objects.get(patient=admission.patient, rule__name="SpO2 below 90 %")
+    assert spo2.fired_at == start + dt.timedelta(seconds=11)  # counted from the first low one
 
 
 @pytest.mark.django_db(transaction=True)
