@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -51,56 +52,94 @@ _limiter = RateLimiter(
 _in_flight = 0
 
 
-def _answer(status: int, body: dict[str, Any], **headers: str) -> JsonResponse:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the endpoint answers: a status, a JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _answer(status: int, body: dict[str, Any], **headers: str) -> Answer:
     INGEST_MESSAGES.labels(status=str(status)).inc()
     if status >= 400 and "code" in body:
         INGEST_REJECTED.labels(code=body["code"]).inc()
-    response = JsonResponse(body, status=status)
+    extra = [(name.replace("_", "-"), value) for name, value in headers.items()]
     if status == 401:
-        response["WWW-Authenticate"] = f'{AUTH_SCHEME} realm="ingest"'
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
-    return response
+        extra.append(("WWW-Authenticate", f'{AUTH_SCHEME} realm="ingest"'))
+    return Answer(status, body, tuple(extra))
 
 
-def _refuse(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
+def _refuse(status: int, code: str, detail: str, **headers: str) -> Answer:
     return _answer(status, {"code": code, "detail": detail}, **headers)
 
 
-def _token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def _token(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme != AUTH_SCHEME or not token:
         return None
     return token
 
 
+def media_type_parse(value: str) -> tuple[str, dict[str, str]]:
+    """``application/json; charset=UTF-8`` → ("application/json", {"charset": "UTF-8"}).
+
+    Enough for the two things checked here (type, charset). Django's own parser builds an
+    email message per request: measured at 5 % of the ingestion server's CPU.
+    """
+    media, *parameters = value.split(";")
+    params: dict[str, str] = {}
+    for parameter in parameters:
+        name, _, raw = parameter.partition("=")
+        params[name.strip().lower()] = raw.strip().strip('"')
+    return media.strip().lower(), params
+
+
 @csrf_exempt
 async def ingest(request: HttpRequest) -> JsonResponse:
+    """The endpoint as a Django view (the URLconf's route; daphne serves monitoring.asgi)."""
+    answer = await ingest_answer(
+        method=request.method or "",
+        authorization=request.headers.get("Authorization", ""),
+        content_type=request.META.get("CONTENT_TYPE", ""),
+        body=request.body,
+    )
+    response = JsonResponse(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        response[name] = value
+    return response
+
+
+async def ingest_answer(
+    *, method: str, authorization: str, content_type: str, body: bytes
+) -> Answer:
     started = time.perf_counter()
     try:
-        return await _ingest(request)
+        return await _ingest(
+            method=method, authorization=authorization, content_type=content_type, body=body
+        )
     finally:
         INGEST_LATENCY.observe(time.perf_counter() - started)
 
 
-async def _ingest(request: HttpRequest) -> JsonResponse:
+async def _ingest(*, method: str, authorization: str, content_type: str, body: bytes) -> Answer:
     global _in_flight
-    if request.method != "POST":
+    if method != "POST":
         return _refuse(405, "method_not_allowed", "Post device messages here.", Allow="POST")
-    token = _token(request)
+    token = _token(authorization)
     if token is None:
         return _refuse(
             401,
             "missing_credentials",
             f"Send the device token as 'Authorization: {AUTH_SCHEME} <token>'.",
         )
-    if request.content_type != "application/json":
+    media, params = media_type_parse(content_type)
+    if media != "application/json":
         return _refuse(415, "unsupported_media_type", "Send the message as application/json.")
-    charset = request.content_params.get("charset", "utf-8").lower()
-    if charset not in {"utf-8", "utf8"}:
+    if params.get("charset", "utf-8").lower() not in {"utf-8", "utf8"}:
         return _refuse(415, "unsupported_media_type", "The message must be UTF-8 encoded.")
-    body = request.body
     if len(body) > MAX_BODY_BYTES:
         return _refuse(413, "payload_too_large", "A message is at most 1 MiB; split the batch.")
 

@@ -258,12 +258,28 @@ async def test_it_rejects_a_body_that_is_not_a_json_object(
     assert response.json()["code"] == code
 
 
-async def test_it_answers_415_to_a_body_that_is_not_json(
-    client: httpx.AsyncClient, bedside: Bedside
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("text/plain", 415),
+        ("", 415),
+        ("application/json-seq", 415),
+        ("application/json; charset=latin-1", 415),
+        ('application/json; charset="iso-8859-1"', 415),
+        ("application/json", 201),
+        ("Application/JSON", 201),
+        ("application/json; charset=UTF-8", 201),
+        ('application/json ; charset="utf8"', 201),
+    ],
+)
+async def test_it_takes_only_json_in_utf_8(
+    client: httpx.AsyncClient, bedside: Bedside, content_type: str, status: int
 ) -> None:
-    response = await post(client, bedside.token, message(), content_type="text/plain")
-    assert response.status_code == 415
-    assert response.json()["code"] == "unsupported_media_type"
+    response = await post(client, bedside.token, message(), content_type=content_type)
+    assert response.status_code == status
+    if status == 415:
+        assert response.json()["code"] == "unsupported_media_type"
+        assert await count_messages() == 0
 
 
 async def test_it_answers_413_to_a_body_over_one_mebibyte(
