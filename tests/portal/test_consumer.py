@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -207,6 +208,53 @@ async def test_it_replays_what_a_reconnecting_client_missed(ward_with_patient: d
     assert replay["from_seq"] == last_seq + 1
     assert [e["seq"] for e in replay["events"]] == missed
     assert [e["n"] for e in replay["events"]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("published", ["after the log was read", "before the log was read"])
+async def test_an_event_published_during_a_catch_up_reaches_the_client_once_and_in_order(
+    ward_with_patient: dict, monkeypatch: pytest.MonkeyPatch, published: str
+) -> None:
+    """An event published while a reconnecting socket is being caught up: the socket is in
+    the ward's group already, so it arrives through the hub while the replay is still being
+    prepared. Sent after the replay when the replay lacks it, dropped when the replay has it."""
+    code = ward_with_patient["ward"].code
+    nurse = ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (communicator, _, _):
+        last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
+    missed = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    read_log = wardlog.async_ward_log.since
+    during: list[int | None] = []
+
+    async def publish() -> None:
+        during.append(
+            await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": [], "n": 1})
+        )
+        await asyncio.sleep(0.3)  # the hub receives it while this catch-up is unfinished
+
+    async def since(ward_code: str, after: int) -> wardlog.Backlog:
+        if published == "before the log was read":
+            await publish()
+        backlog = await read_log(ward_code, after)
+        if published == "after the log was read":
+            await publish()
+        return backlog
+
+    monkeypatch.setattr(wardlog.async_ward_log, "since", since)
+    async with dashboard(code, nurse, query=f"?last_seq={last_seq}") as (communicator, _, _):
+        replay = await communicator.receive_json_from(timeout=5)
+        monkeypatch.setattr(wardlog.async_ward_log, "since", read_log)
+        after = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        received = []
+        while not await communicator.receive_nothing(timeout=1):
+            received.append((await communicator.receive_json_from(timeout=5))["seq"])
+    [event_during] = during
+    assert replay["type"] == "replay"
+    if published == "after the log was read":
+        assert [e["seq"] for e in replay["events"]] == [missed]
+        assert received == [event_during, after]
+    else:
+        assert [e["seq"] for e in replay["events"]] == [missed, event_during]
+        assert received == [after]  # not the event a second time
 
 
 async def test_it_sends_a_snapshot_when_the_missed_events_are_gone(
