@@ -52,7 +52,7 @@ class EvaluationDispatcher:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                await asyncio.get_running_loop().run_in_executor(None, _send, batch)
+                await asyncio.get_running_loop().run_in_executor(None, _broker.send, batch)
             except Exception:
                 EVALUATION_REQUEST_FAILURES.inc()
                 logger.warning(
@@ -131,10 +131,6 @@ class _BrokerLink:
 
 
 _broker = _BrokerLink()
-
-
-def _send(batch: list[int]) -> None:
-    _broker.send(batch)
 
 
 evaluation_requests = EvaluationDispatcher()

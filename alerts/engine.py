@@ -32,6 +32,7 @@ from alerts.models import Alert, AlertRule, News2Score, PatientAlertState
 from alerts.news2 import NURSE_ENTERED_FRESHNESS, News2Result, ParameterValue
 from alerts.selectors import rules_effective_for_many
 from alerts.services import alert_fire, alert_resolve, decision_apply
+from config.rawsql import rows_update
 from monitoring.models import IngestMessage, Observation
 from monitoring.vitals import CONSCIOUSNESS, SUPPLEMENTAL_OXYGEN
 from patients.models import Admission, Patient
@@ -160,24 +161,14 @@ _STATE_FIELDS = (
 
 
 def _states_save(states: Sequence[PatientAlertState]) -> None:
-    """Write the evaluated patients' states back: one UPDATE per row, sent as one batch.
-
-    Not ``bulk_update``: its CASE WHEN expression per field and row was 58 % of an evaluation
-    task's CPU (py-spy during ``bin/bench alerts``).
-    """
-    fields = [PatientAlertState._meta.get_field(name) for name in _STATE_FIELDS]
-    rows = [
-        [field.get_db_prep_save(getattr(state, field.attname), connection) for field in fields]
-        + [state.pk]
-        for state in states
-    ]
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    meta = PatientAlertState._meta
-    table, key = quote(meta.db_table), quote(meta.pk.column)
-    with connection.cursor() as cursor:
-        # S608: table and column names from the model's metadata; values are parameters.
-        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {key} = %s", rows)  # noqa: S608
+    """Write the evaluated patients' states back: one UPDATE per row, sent as one batch
+    (config.rawsql). Not ``bulk_update``: its CASE WHEN expression per field and row was 58 %
+    of an evaluation task's CPU (py-spy during ``bin/bench alerts``)."""
+    rows_update(
+        PatientAlertState,
+        _STATE_FIELDS,
+        [(state.pk, [getattr(state, name) for name in _STATE_FIELDS]) for state in states],
+    )
 
 
 def _staff_entered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 import uuid
@@ -13,6 +14,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from config.rawsql import row_insert, rows_update
 from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.vitals import VITALS
@@ -100,7 +102,9 @@ def _uuid(value: Any) -> uuid.UUID | None:
     return None if value is None else uuid.UUID(str(value))
 
 
-def _device_and_stays_sql(*, with_stays: bool) -> str:
+@functools.cache
+def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
+    """The lookup's statement, built once per database vendor (its quoting) and shape."""
     q = connection.ops.quote_name
 
     def col(model: Any, alias: str, field: str) -> str:
@@ -160,7 +164,9 @@ def _device_and_stays(
         start, end = (connection.ops.adapt_datetimefield_value(moment) for moment in during)
         params = [end, start, digest]
     with connection.cursor() as cursor:
-        cursor.execute(_device_and_stays_sql(with_stays=during is not None), params)
+        cursor.execute(
+            _device_and_stays_sql(connection.vendor, with_stays=during is not None), params
+        )
         rows = cursor.fetchall()
     if not rows:
         return None, []
@@ -253,7 +259,7 @@ def _record(
     if last_seen is None or now - last_seen >= LAST_SEEN_RESOLUTION:
         # Before the inserts: the message row's foreign key takes a shared lock on the device
         # row, so updating the device after it deadlocks against a simultaneous retry.
-        _row_update(Device, device["pk"], last_seen_at=now)
+        rows_update(Device, ["last_seen_at"], [(device["pk"], [now])])
 
     patients = _patients_by_reading(stays=stays, readings=readings)
     newest = max(range(len(message.readings)), key=lambda i: message.readings[i].observed_at)
@@ -270,7 +276,9 @@ def _record(
             f"{unassigned} reading(s) stored without a patient: the device has no bed or no "
             "patient was admitted to its bed at observed_at. Administrators can see them."
         )
-    message_pk = _message_insert(
+    # Raw (config.rawsql): objects.create was a tenth of the ingestion server's CPU.
+    message_pk = row_insert(
+        IngestMessage,
         device_id=device["pk"],
         message_id=message.message_id,
         body_digest=body_digest,
@@ -322,37 +330,6 @@ def _patients_by_reading(
                 break
         result.append(match)
     return result
-
-
-def _columns_and_params(meta: Any, values: dict[str, Any]) -> tuple[list[str], list[Any]]:
-    """Quoted column names and values adapted as each field adapts them (JSON, datetimes)."""
-    fields = {name: meta.get_field(name) for name in values}  # names or attnames (device_id)
-    columns = [connection.ops.quote_name(field.column) for field in fields.values()]
-    params = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
-    return columns, params
-
-
-def _message_insert(**values: Any) -> int:
-    """INSERT one IngestMessage row from field values; return its pk. Raw SQL with each
-    field's own adaptation: ``objects.create`` (a model instance, a compiled INSERT) was a
-    tenth of the ingestion server's CPU at 300 devices."""
-    meta = IngestMessage._meta
-    columns, params = _columns_and_params(meta, values)
-    table = connection.ops.quote_name(meta.db_table)
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608 - names from model metadata
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column))
-
-
-def _row_update(model: Any, pk: int, **values: Any) -> None:
-    meta = model._meta
-    columns, params = _columns_and_params(meta, values)
-    q = connection.ops.quote_name
-    assignments = ", ".join(f"{column} = %s" for column in columns)
-    sql = f"UPDATE {q(meta.db_table)} SET {assignments} WHERE {q(meta.pk.column)} = %s"  # noqa: S608 - names from model metadata
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, pk])
 
 
 def _readings_insert(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
@@ -46,15 +44,6 @@ def ward_beds_and_patients(*, ward: Ward) -> tuple[list[Bed], dict[int, Patient]
     beds = list(beds_with_current_admission(ward=ward))
     patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
     return beds, patients
-
-
-def admission_open_in_bed_during(
-    *, bed_id: int, start: datetime, end: datetime
-) -> QuerySet[Admission]:
-    """The admissions that occupied ``bed_id`` at some moment of [start, end]."""
-    return Admission.objects.filter(bed_id=bed_id, admitted_at__lte=end).exclude(
-        discharged_at__lte=start
-    )
 
 
 def open_admission_subquery(*, field: str) -> Subquery:

@@ -1,0 +1,61 @@
+"""One-row INSERTs and by-key UPDATEs written from model metadata, for the hot paths.
+
+On the ingestion and evaluation paths, building and compiling the ORM's query for every call
+cost more than the database work itself (``objects.create``, ``bulk_update``'s CASE WHEN per
+field and row: py-spy during ``bin/bench ingest`` and ``bin/bench alerts``). These statements
+are built once per model and field list, and each value is adapted by its own field
+(``get_db_prep_save``: JSON, datetimes), exactly as the ORM would store it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+
+
+@functools.cache
+def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...]) -> str:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [quote(meta.get_field(name).column) for name in names]  # names or attnames
+    table = quote(meta.db_table)
+    if kind == "insert":
+        placeholders = ", ".join(["%s"] * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608 - names from model metadata
+    assignments = ", ".join(f"{column} = %s" for column in columns)
+    return f"UPDATE {table} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608 - names from model metadata
+
+
+def _adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
+    meta = model._meta
+    return [
+        meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in zip(names, values, strict=True)
+    ]
+
+
+def row_insert(model: type[Model], **values: Any) -> int:
+    """INSERT one row of ``model`` from field values (names or attnames); return its pk."""
+    names = tuple(values)
+    sql = _statement(connection.vendor, "insert", model, names)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _adapted(model, names, list(values.values())))
+        return int(
+            connection.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column)
+        )
+
+
+def rows_update(
+    model: type[Model], names: Sequence[str], rows: Iterable[tuple[Any, Sequence[Any]]]
+) -> None:
+    """UPDATE the fields ``names`` of each ``(pk, values)`` row: one statement per row, sent
+    as one batch."""
+    sql = _statement(connection.vendor, "update", model, tuple(names))
+    params = [[*_adapted(model, names, values), pk] for pk, values in rows]
+    if params:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
