@@ -35,7 +35,6 @@ import psutil
 from bench.common import PYTHON, write_json
 from bench.harness import (
     Harness,
-    epoch_ms,
     ingestion_line,
     latency,
     paced_load_finish,
@@ -403,9 +402,9 @@ def analyse(
     rng = random.Random(clients)
     window = schedule.measure_to - schedule.measure_from
 
-    def committed(bed: str, observed_at: str) -> float | None:
+    def committed(bed: str, observed_ms: int) -> float | None:
         device = setup.bed_device.get(bed)
-        match = traced.get((device, epoch_ms(observed_at))) if device is not None else None
+        match = traced.get((device, observed_ms)) if device is not None else None
         return match[1] if match is not None else None
 
     # The channel layer: when each vitals frame was published, and its readings' latency so far.
@@ -419,10 +418,11 @@ def analyse(
         published[key] = received
         if schedule.measure_from <= received < schedule.measure_to:
             pushes_per_ward[event["ward"]] += 1
-            for sample in event.get("vitals", []):
-                at = committed(sample["bed"], sample["observed_at"])
-                if at is not None:
-                    to_publish.append(1000 * (received - at))
+            for entry in event.get("beds", []):
+                for _, observed_ms in entry["vitals"].values():
+                    at = committed(entry["bed"], observed_ms)
+                    if at is not None:
+                        to_publish.append(1000 * (received - at))
     reading_latency: list[float] = []
     fanout: list[float] = []
     per_second: dict[int, list[float]] = {}
@@ -434,7 +434,7 @@ def analyse(
             if sent is None or not schedule.measure_from <= sent < schedule.measure_to:
                 continue  # published outside the window (or unseen by the listener)
             samples = frame["samples"]
-            commits = [committed(bed, observed_at) for bed, observed_at in samples]
+            commits = [committed(bed, observed_ms) for bed, observed_ms in samples]
             second = per_second.setdefault(int(sent - schedule.measure_from), [])
             for received in frame["received"]:
                 receipts += 1

@@ -336,8 +336,12 @@ def traced_responses(outputs: list[dict[str, Any]]) -> dict[tuple[int, int], tup
 
 
 def epoch_ms(moment: str) -> int:
-    """An ISO 8601 instant (``…Z`` or ``…+00:00``, any fraction) as integer epoch milliseconds."""
-    return round(dt.datetime.fromisoformat(moment).timestamp() * 1000)
+    """An ISO 8601 instant (``…Z`` or ``…+00:00``, any fraction) as integer epoch milliseconds,
+    rounded down exactly as the server writes times into vitals frames."""
+    return (dt.datetime.fromisoformat(moment) - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def celery_wait_drained(harness: Harness, timeout: float) -> float | None:

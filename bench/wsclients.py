@@ -11,7 +11,7 @@ acknowledges them (``{"type": "ack", "seq": n}``) every ``ack_interval`` seconds
 2. The harness, once every process is ready, writes ``control_file``: the measured window
    (``measure_from`` → ``measure_to``; receipts count until ``record_to`` so frames published
    at the end of the window still arrive), ``storm_at`` and ``end_at``. Every vitals frame
-   received in the window is timestamped; its readings (bed, observed_at) are parsed once per
+   received in the window is timestamped; its readings (bed, observed_at ms) are parsed once per
    process, not once per client.
 3. ``storm_at`` (optional): every client drops its connection at once (TCP abort, as on a
    network failure) and reconnects at a random moment of the next ``storm_window`` seconds
@@ -160,7 +160,11 @@ class Dashboards:
         entry = self.frames.get(key)
         if entry is None:
             event = json.loads(payload)
-            samples = [[v["bed"], v["observed_at"]] for v in event.get("vitals", [])]
+            samples = [
+                [entry["bed"], value[1]]
+                for entry in event.get("beds", [])
+                for value in entry["vitals"].values()
+            ]
             entry = self.frames[key] = {"samples": samples, "received": []}
         return entry
 

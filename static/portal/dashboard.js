@@ -257,22 +257,21 @@
       this.row.classList.add("stale");
     }
 
-    update(sample) {
-      const observedAtMs = parseTime(sample.observed_at);
-      if (observedAtMs === null) {
+    // A value in the code's canonical unit (the catalogue's), taken at observedAtMs.
+    update(value, observedAtMs, artifact) {
+      if (typeof observedAtMs !== "number" || !Number.isFinite(observedAtMs)) {
         return;
       }
-      if (this.spark !== null && !sample.artifact) {
-        this.spark.add(observedAtMs, sample.value);
+      if (this.spark !== null && !artifact) {
+        this.spark.add(observedAtMs, value);
         dirty.sparklines.add(this.spark);
       }
       if (this.observedAtMs !== null && observedAtMs < this.observedAtMs) {
         return; // an older reading overtaken by a newer one
       }
-      this.value = sample.value;
-      this.unit = sample.unit || this.unit;
+      this.value = value;
       this.observedAtMs = observedAtMs;
-      this.artifact = Boolean(sample.artifact);
+      this.artifact = Boolean(artifact);
       dirty.vitals.add(this);
     }
 
@@ -348,7 +347,7 @@
               view.spark.reset(points);
               dirty.sparklines.add(view.spark);
             }
-            view.update(sample);
+            view.update(sample.value, parseTime(sample.observed_at), sample.artifact);
             this.noteSignal(view.observedAtMs);
           }
         }
@@ -1075,16 +1074,20 @@
 
   function applyEvent(event) {
     if (event.type === "vitals") {
-      for (const sample of event.vitals || []) {
-        const bed = state.beds.get(sample.bed);
-        if (!bed || !bed.patient || bed.patient.id !== sample.patient) {
+      // Grouped by bed: {bed, patient, vitals: {code: [value, observed_at epoch ms]}, artifact?}
+      for (const entry of event.beds || []) {
+        const bed = state.beds.get(entry.bed);
+        if (!bed || !bed.patient || bed.patient.id !== entry.patient) {
           occupancyChanged();
           continue;
         }
-        const view = bed.vitals.get(sample.code);
-        if (view) {
-          view.update(sample);
-          bed.noteSignal(view.observedAtMs);
+        const artifact = entry.artifact || [];
+        for (const [code, [value, observedAtMs]] of Object.entries(entry.vitals || {})) {
+          const view = bed.vitals.get(code);
+          if (view) {
+            view.update(value, observedAtMs, artifact.includes(code));
+            bed.noteSignal(view.observedAtMs);
+          }
         }
       }
     } else if (event.type === "alert") {

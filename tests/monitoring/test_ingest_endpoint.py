@@ -465,10 +465,47 @@ async def test_it_pushes_the_newest_values_to_the_ward_group(
     assert event["type"] == "vitals"
     assert event["seq"] >= 1
     assert event["ward"] == ward_code
-    [sample] = event["vitals"]
-    assert sample["value"] == 75.0
-    assert sample["patient"] == str(bedside.patient.public_id)
-    assert sample["bed"] == str(bedside.admission.bed.public_id)
+    [entry] = event["beds"]
+    assert entry["patient"] == str(bedside.patient.public_id)
+    assert entry["bed"] == str(bedside.admission.bed.public_id)
+    assert entry["vitals"]["8867-4"][0] == 75.0
+    assert "artifact" not in entry
+
+
+async def test_a_vitals_frame_groups_a_beds_newest_values_in_canonical_units(
+    client: httpx.AsyncClient, bedside: Bedside
+) -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    ward_code = await sync_to_async(lambda: bedside.admission.bed.ward.code)()
+    await layer.group_add(ward_group_name(ward_code), channel)
+    taken = (timezone.now() - dt.timedelta(seconds=2)).replace(microsecond=123456)
+    older = taken - dt.timedelta(seconds=1)
+    try:
+        first = message(
+            reading(value=80, observed_at=_iso(taken)),
+            reading(code="59408-5", value=88, unit="%", observed_at=_iso(taken), artifact=True),
+            message_id="m-1",
+        )
+        late = message(  # arrives after the first but was taken before it: not newer
+            reading(value=60, observed_at=_iso(older)),
+            reading(code="8310-5", value=98.6, unit="[degF]", observed_at=_iso(older)),
+            message_id="m-2",
+        )
+        for body in (first, late):
+            assert (await post(client, bedside.token, body)).status_code == 201
+        assert await ward_vitals.flush() == 1
+        event = ward_event_decode(await asyncio.wait_for(layer.receive(channel), 5))
+    finally:
+        await layer.group_discard(ward_group_name(ward_code), channel)
+    [entry] = event["beds"]  # one entry for the bed, however many messages and codes
+    taken_ms = int(taken.timestamp()) * 1000 + 123
+    older_ms = taken_ms - 1000
+    assert entry["vitals"]["8867-4"] == [80.0, taken_ms]  # the newest, not the last to arrive
+    assert entry["vitals"]["59408-5"] == [88.0, taken_ms]
+    temperature, at = entry["vitals"]["8310-5"]
+    assert temperature == pytest.approx(37.0) and at == older_ms  # stored and sent in Cel
+    assert entry["artifact"] == ["59408-5"]
 
 
 async def test_it_acknowledges_and_stores_when_redis_is_unreachable(

@@ -144,7 +144,7 @@ async def test_it_relays_numbered_ward_events_in_order(ward_with_patient: dict) 
     code = ward_with_patient["ward"].code
     async with dashboard(code, ward_with_patient["nurse"]) as (communicator, _, _):
         snapshot = await communicator.receive_json_from(timeout=5)
-        first = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        first = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
         second = await ward_event_send(code, {"type": "alert", "ward": code, "alert": "x"})
         received = [await communicator.receive_json_from(timeout=5) for _ in range(2)]
     assert [e["type"] for e in received] == ["vitals", "alert"]
@@ -183,12 +183,12 @@ async def test_dashboards_of_a_ward_share_one_subscription_per_process(
         async with dashboard(code, colleague) as (theirs, _, _):
             await theirs.receive_json_from(timeout=5)
             assert await sync_to_async(_redis_subscribers)(pattern) == 1
-            seq = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+            seq = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
             assert (await mine.receive_json_from(timeout=5))["seq"] == seq
             assert (await theirs.receive_json_from(timeout=5))["seq"] == seq
         # The colleague closed: this dashboard still gets the ward's events.
         assert await sync_to_async(_redis_subscribers)(pattern) == 1
-        seq = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        seq = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
         assert (await mine.receive_json_from(timeout=5))["seq"] == seq
     assert await sync_to_async(_redis_subscribers)(pattern) == 0
 
@@ -199,7 +199,7 @@ async def test_it_replays_what_a_reconnecting_client_missed(ward_with_patient: d
     async with dashboard(code, nurse) as (communicator, _, _):
         last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
     missed = [
-        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": [], "n": n})
+        await ward_event_send(code, {"type": "vitals", "ward": code, "beds": [], "n": n})
         for n in range(3)
     ]
     async with dashboard(code, nurse, query=f"?last_seq={last_seq}") as (communicator, _, _):
@@ -221,13 +221,13 @@ async def test_an_event_published_during_a_catch_up_reaches_the_client_once_and_
     nurse = ward_with_patient["nurse"]
     async with dashboard(code, nurse) as (communicator, _, _):
         last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
-    missed = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    missed = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
     read_log = wardlog.async_ward_log.since
     during: list[int | None] = []
 
     async def publish() -> None:
         during.append(
-            await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": [], "n": 1})
+            await ward_event_send(code, {"type": "vitals", "ward": code, "beds": [], "n": 1})
         )
         await asyncio.sleep(0.3)  # the hub receives it while this catch-up is unfinished
 
@@ -243,7 +243,7 @@ async def test_an_event_published_during_a_catch_up_reaches_the_client_once_and_
     async with dashboard(code, nurse, query=f"?last_seq={last_seq}") as (communicator, _, _):
         replay = await communicator.receive_json_from(timeout=5)
         monkeypatch.setattr(wardlog.async_ward_log, "since", read_log)
-        after = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        after = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
         received = []
         while not await communicator.receive_nothing(timeout=1):
             received.append((await communicator.receive_json_from(timeout=5))["seq"])
@@ -262,9 +262,9 @@ async def test_it_sends_a_snapshot_when_the_missed_events_are_gone(
 ) -> None:
     code = ward_with_patient["ward"].code
     monkeypatch.setattr(wardlog, "LOG_LENGTH", 2)
-    first = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    first = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
     for _ in range(3):
-        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
     assert first is not None
     query = f"?last_seq={first}"
     async with dashboard(code, ward_with_patient["nurse"], query=query) as (communicator, _, _):
@@ -389,7 +389,7 @@ async def test_it_shares_a_fresh_snapshot_and_replays_what_came_after_it(
     code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
     async with dashboard(code, nurse) as (first, _, _):
         snapshot = await first.receive_json_from(timeout=5)
-    newer = await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+    newer = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
     async with dashboard(code, nurse) as (second, _, _):
         shared = await second.receive_json_from(timeout=5)
         replay = await second.receive_json_from(timeout=5)
@@ -408,7 +408,7 @@ async def test_it_sends_a_snapshot_rather_than_a_long_replay(
     async with dashboard(code, nurse) as (communicator, _, _):
         last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
     for _ in range(3):
-        await ward_event_send(code, {"type": "vitals", "ward": code, "vitals": []})
+        await ward_event_send(code, {"type": "vitals", "ward": code, "beds": []})
     query = f"?last_seq={last_seq}"
     async with dashboard(code, nurse, query=query) as (communicator, _, _):
         answer = await communicator.receive_json_from(timeout=5)

@@ -391,17 +391,16 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
             }
         )
 
-    def vitals(seq: int, heart_rate: float) -> str:
-        sample = {
+    def vitals(seq: int, heart_rate: float, *, artifact: bool = False) -> str:
+        taken_ms = int(timezone.now().timestamp() * 1000)
+        entry: dict[str, Any] = {
             "bed": bed,
             "patient": patient,
-            "code": HEART_RATE,
-            "value": heart_rate,
-            "unit": "/min",
-            "observed_at": timezone.now().isoformat(),
-            "artifact": False,
+            "vitals": {HEART_RATE: [heart_rate, taken_ms]},
         }
-        return json.dumps({"type": "vitals", "seq": seq, "ward": ward.code, "vitals": [sample]})
+        if artifact:
+            entry["artifact"] = [HEART_RATE]
+        return json.dumps({"type": "vitals", "seq": seq, "ward": ward.code, "beds": [entry]})
 
     with _chromium() as browser:
         from playwright.sync_api import expect
@@ -448,6 +447,12 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
             )
         )
         expect(page.locator("#connection")).to_have_text("Connected — live")
+        second.send(vitals(14, 140, artifact=True))
+        expect(heart_rate.locator(".v-value")).to_have_text("140")
+        expect(heart_rate).to_have_class(re.compile(r"\bartifact\b"))
+        second.send(vitals(15, 74))
+        expect(heart_rate.locator(".v-value")).to_have_text("74")
+        expect(heart_rate).not_to_have_class(re.compile(r"\bartifact\b"))
 
         second.close(code=1011, reason="server restart")
         expect(page.locator("#stale-banner")).to_have_text(
@@ -456,7 +461,7 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
         expect(page.locator("#connection")).to_contain_text("reconnecting in")
         expect(page.locator("#dashboard")).to_have_class(re.compile(r"\bnot-live\b"))
         third = connected(3)
-        assert third.url.endswith("?last_seq=13"), third.url
+        assert third.url.endswith("?last_seq=15"), third.url
         third.send(snapshot(20, 80))
         expect(heart_rate.locator(".v-value")).to_have_text("80")
         expect(page.locator("#stale-banner")).to_be_hidden()
