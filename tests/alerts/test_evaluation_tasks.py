@@ -175,6 +175,56 @@ def test_it_makes_a_second_evaluation_of_a_patient_wait_and_read_the_first_ones_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_locks_only_the_patients_it_evaluates() -> None:
+    # While one evaluation holds patient B's state, an evaluation of A and C must not wait on
+    # it: the states are locked through the patient index, not by a locking scan of the
+    # table (which InnoDB may plan for a table this small, and which waits on every row).
+    tokens = [_bedside()[3] for _ in range(3)]
+    start = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=1)
+    for n, token in enumerate(tokens):  # every patient's state row exists
+        assert messages_evaluate(message_pks=[_post(token, f"first-{n}", start, 97)]) == 1
+    later = start + dt.timedelta(seconds=1)
+    held = _post(tokens[1], "b", later, 96)
+    others = [_post(tokens[0], "a", later, 96), _post(tokens[2], "c", later, 96)]
+    holding = threading.Event()
+    release = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                outcomes["held"] = messages_evaluate(message_pks=[held])
+                holding.set()
+                release.wait(timeout=20)
+        except BaseException as error:
+            outcomes["held"] = error
+        finally:
+            holding.set()
+            connection.close()
+
+    def evaluate_others() -> None:
+        try:
+            outcomes["others"] = messages_evaluate(message_pks=others)
+            outcomes["while_held"] = not release.is_set()
+        except BaseException as error:
+            outcomes["others"] = error
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(timeout=30)
+    other = threading.Thread(target=evaluate_others)
+    other.start()
+    other.join(timeout=10)  # a worker that waits on B is still waiting now
+    release.set()
+    other.join(timeout=30)
+    holder.join(timeout=30)
+    close_old_connections()
+    assert outcomes == {"held": 1, "others": 2, "while_held": True}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_lets_one_of_two_simultaneous_acknowledgements_win() -> None:
     _, admission, _, token = _bedside()
     evaluate_messages(message_pks=_desaturate(token, timezone.now() - dt.timedelta(minutes=1)))

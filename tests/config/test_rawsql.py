@@ -1,0 +1,57 @@
+"""config.rawsql against MariaDB: what the hot paths write is what the ORM would have stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from alerts.models import PatientAlertState
+from config.rawsql import row_insert, rows_update
+from tests import factories
+
+FIELDS = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
+
+
+@pytest.mark.django_db
+def test_it_updates_each_row_with_its_own_values_in_one_statement() -> None:
+    states = [PatientAlertState.objects.create(patient=factories.patient()) for _ in range(4)]
+    at = dt.datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=dt.UTC)
+    rows = [
+        (states[0].pk, [{"8867-4": [72.5, "x"]}, {"r1": 3}, at, 5, True, "medium"]),
+        (states[2].pk, [{}, {}, None, None, False, ""]),
+        (states[3].pk, [{"59408-5": [88]}, {}, at + dt.timedelta(seconds=1), 0, False, "low"]),
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        rows_update(PatientAlertState, FIELDS, rows)
+    assert len(queries.captured_queries) == 1
+    stored = {s["pk"]: s for s in PatientAlertState.objects.values("pk", *FIELDS)}
+    for pk, values in rows:
+        assert [stored[pk][name] for name in FIELDS] == values
+    untouched = stored[states[1].pk]
+    assert [untouched[name] for name in FIELDS] == [{}, {}, None, None, False, ""]
+
+
+@pytest.mark.django_db
+def test_it_updates_one_row_and_inserts_one() -> None:
+    patient = factories.patient()
+    pk = row_insert(
+        PatientAlertState,
+        patient_id=patient.pk,
+        latest={"a": 1},
+        runs={},
+        news2_complete=False,
+        news2_risk="",
+    )
+    at = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
+    rows_update(PatientAlertState, ["evaluated_at", "news2_total"], [(pk, [at, 7])])
+    rows_update(PatientAlertState, ["news2_total"], [])  # nothing to do: no statement, no error
+    state = PatientAlertState.objects.get(pk=pk)
+    assert (state.patient_id, state.latest, state.evaluated_at, state.news2_total) == (
+        patient.pk,
+        {"a": 1},
+        at,
+        7,
+    )
