@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--dashboard-daphne",
         action="store_true",
-        help="serve the dashboards from a second daphne (ingestion keeps the first)",
+        help="production's layout: devices on a daphne serving config.asgi:ingest_application, "
+        "dashboards on a second one",
     )
     add("--client-procs", type=int, help="client processes (default: one per 1,000 clients)")
     add("--profile", action="store_true", help=f"py-spy daphne during the {TARGET_CLIENTS} step")

@@ -231,7 +231,7 @@ def fanout_run(
     marks: dict[str, Any] = {}
     stop_file = harness.work_dir / f"{run_id}.stop"
 
-    def daphne_on(port: int, log_name: str) -> Service:
+    def daphne_on(port: int, log_name: str, application: str) -> Service:
         return daphne_start(
             env=harness.env,
             port=port,
@@ -239,17 +239,20 @@ def fanout_run(
             probe_path=INGEST_PATH,
             probe_status=405,
             backlog=args.daphne_backlog,
+            application=application,
         )
 
     try:
         port = ws_port = free_port()
-        daphne = daphne_on(port, "daphne")
-        server = psutil.Process(daphne.pid)
         if args.dashboard_daphne:
-            # The recommended layout (docs/scaling.md): dashboards on a daphne of their own,
-            # ingestion on another; the balancer routes /ws/ there.
+            # Production's layout (docker/compose.yml): devices on a daphne serving ingestion
+            # only (``ingest``), dashboards on another (``web``).
+            daphne = daphne_on(port, "daphne", "config.asgi:ingest_application")
             ws_port = free_port()
-            dashboard_daphne = daphne_on(ws_port, "daphne-ws")
+            dashboard_daphne = daphne_on(ws_port, "daphne-ws", "config.asgi:application")
+        else:
+            daphne = daphne_on(port, "daphne", "config.asgi:application")
+        server = psutil.Process(daphne.pid)
         listener = GroupListener([ward_group_name(code) for code in setup.wards]).start()
         schedule = schedule_for(args, clients, lead)
         load = paced_load_start(

@@ -186,8 +186,10 @@ def daphne_start(
     probe_path: str,
     probe_status: int,
     backlog: int | None = None,
+    application: str = "config.asgi:application",
 ) -> Service:
-    """Start daphne on 127.0.0.1:``port``; ready once ``GET probe_path`` answers ``probe_status``.
+    """Start daphne serving ``application`` on 127.0.0.1:``port``; ready once ``GET probe_path``
+    answers ``probe_status``.
 
     The probe also warms the path up (URL resolving, imports) before any measured request.
     ``backlog`` sets the listen backlog (Twisted's default is 50) through an endpoint string.
@@ -196,7 +198,7 @@ def daphne_start(
         listen = ["-b", "127.0.0.1", "-p", str(port)]
     else:
         listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
-    argv = [str(VENV_BIN / "daphne"), *listen, "config.asgi:application"]
+    argv = [str(VENV_BIN / "daphne"), *listen, application]
     service = spawn("daphne", argv, env=env, log_path=log_path)
 
     def ready() -> bool:

@@ -1,8 +1,15 @@
-"""ASGI entry point, served by daphne: HTTP to Django, WebSockets through origin and auth checks."""
+"""ASGI entry points, served by daphne.
+
+``application``: everything (pages, REST, admin, dashboards' WebSockets through origin and auth
+checks, device ingestion). ``ingest_application``: device ingestion and the health probes only,
+for a listener of its own (docker/compose.yml's ``ingest``), so clinicians' load cannot delay
+readings and the device network reaches nothing else.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -14,7 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.observability import RequestIdMiddleware  # noqa: E402
-from monitoring.asgi import DeviceIngestApplication  # noqa: E402
+from monitoring.asgi import DeviceIngestApplication, send_json  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
 
@@ -39,4 +46,36 @@ application = RequestIdMiddleware(
             ),
         }
     )
+)
+
+
+# The probes a container orchestrator and Prometheus call on every listener (each daphne
+# process has metrics of its own).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_ONLY_INGEST = {
+    "code": "not_found",
+    "detail": f"This listener takes device readings only: POST {INGEST_PATH}",
+}
+
+
+async def ingest_http_application(scope: dict, receive: object, send: object) -> None:
+    if scope["path"] == INGEST_PATH:
+        await device_ingest_app(scope, receive, send)
+    elif scope["path"] in PROBE_PATHS:
+        await django_asgi_app(scope, receive, send)
+    else:
+        await send_json(send, 404, _ONLY_INGEST)
+
+
+async def websocket_refused(scope: dict, receive: Any, send: Any) -> None:
+    """No dashboards here: the handshake is refused (daphne answers it with 403)."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 4404})
+
+
+# Device ingestion on a listener of its own. With one daphne for everything, a thousand
+# dashboards (or their reconnect storm) took the event loop the devices' requests wait on:
+# acknowledgements fell seconds behind (bench fanout, docs/scaling.md).
+ingest_application = RequestIdMiddleware(
+    ProtocolTypeRouter({"http": ingest_http_application, "websocket": websocket_refused})
 )

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 
 
-async def _send_json(
+async def send_json(
     send: Any, status: int, body: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
 ) -> None:
     payload = json.dumps(body).encode()
@@ -58,7 +58,7 @@ class DeviceIngestApplication:
             elif name == b"content-length":
                 declared = value
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            await _send_json(send, 413, _TOO_LARGE)
+            await send_json(send, 413, _TOO_LARGE)
             return
         chunks: list[bytes] = []
         size = 0
@@ -69,7 +69,7 @@ class DeviceIngestApplication:
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                await _send_json(send, 413, _TOO_LARGE)
+                await send_json(send, 413, _TOO_LARGE)
                 return
             chunks.append(chunk)
             if not event.get("more_body", False):
@@ -89,4 +89,4 @@ class DeviceIngestApplication:
                 500,
                 {"code": "internal_error", "detail": "Unexpected error; retry the same message."},
             )
-        await _send_json(send, answer.status, answer.body, answer.headers)
+        await send_json(send, answer.status, answer.body, answer.headers)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import pytest
 from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def child_process_environment(**extra: str) -> dict[str, str]:
@@ -24,6 +35,53 @@ def child_process_environment(**extra: str) -> dict[str, str]:
     )
     environment.update(extra)
     return environment
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def daphne_serving(
+    application: str, *, ready_path: str, environment: dict[str, str]
+) -> Iterator[str]:
+    """daphne serving ``application`` (``module:attribute``) on a free port; yields its URL
+    once ``GET ready_path`` answers 200, and stops it afterwards."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    assert server.stdout is not None
+    # Keep reading its output, so a chatty server never blocks on a full pipe.
+    threading.Thread(target=lambda: output.extend(server.stdout or []), daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail("daphne did not start:\n" + "".join(output[-40:]))
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 async def post_spo2_series(

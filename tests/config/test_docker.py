@@ -34,7 +34,7 @@ from django.urls import resolve
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PORTAL_IMAGE = "ward-portal"
-CORE_SERVICES = {"mariadb", "redis", "migrate", "web", "worker", "beat"}
+CORE_SERVICES = {"mariadb", "redis", "migrate", "web", "ingest", "worker", "beat"}
 DEMO_SERVICES = {"load-demo", "simulator"}
 # What config/settings.py's production refusal demands (DEBUG off is checked on its own).
 PRODUCTION_REQUIRES = {"SECRET_KEY_FILE", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"}
@@ -268,13 +268,31 @@ def test_it_starts_services_in_order() -> None:
     assert s["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert s["migrate"]["restart"] == "no"
     assert s["migrate"]["depends_on"]["mariadb"]["condition"] == "service_healthy"
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "ingest", "worker", "beat"):
         assert s[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert s[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert s["simulator"]["depends_on"]["load-demo"]["condition"] == (
         "service_completed_successfully"
     )
-    assert s["simulator"]["command"][-2:] == ["--url", "http://web:8000"]
+    assert s["simulator"]["command"][-2:] == ["--url", "http://ingest:8001"]
+    assert s["simulator"]["depends_on"]["ingest"]["condition"] == "service_healthy"
+
+
+def test_it_serves_devices_on_a_listener_of_their_own() -> None:
+    ingest = services()["ingest"]
+    command = ingest["command"]
+    assert command[-1] == "config.asgi:ingest_application"
+    port = command[command.index("-p") + 1]
+    assert port != services()["web"]["command"][command.index("-p") + 1]
+    assert ingest["ports"] == [f"127.0.0.1:{port}:{port}"]
+    # The image's probe (written for web's port), on this listener's port.
+    image_probe = _json_command(dict(final_stage())["HEALTHCHECK"])
+    assert "'http://127.0.0.1:8000/healthz'" in image_probe[2]
+    assert ingest["healthcheck"]["test"] == [
+        "CMD",
+        *image_probe[:2],
+        image_probe[2].replace(":8000/", f":{port}/"),
+    ]
 
 
 def test_it_runs_the_final_image_as_a_non_root_user_without_compilers() -> None:

@@ -9,10 +9,6 @@ import datetime as dt
 import json
 import math
 import re
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +28,7 @@ from monitoring.services import device_token_issue
 from monitoring.vitals import VITALS
 from patients.models import Admission, Ward, WardAccess
 from tests import factories
-from tests.processes import child_process_environment
+from tests.processes import child_process_environment, daphne_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -57,59 +53,16 @@ STALE = re.compile(r"\bstale\b")
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def portal_url() -> Iterator[str]:
     """daphne on a free port, on the test database and the suite's Redis; Celery tasks run
     in-process (no broker), so readings are evaluated inside this daphne."""
-    environment = child_process_environment(CELERY_BROKER_URL="")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    assert server.stdout is not None
-    # Keep reading its output, so a chatty server never blocks on a full pipe.
-    threading.Thread(target=lambda: output.extend(server.stdout or []), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail("daphne did not start:\n" + "".join(output[-40:]))
-        time.sleep(0.2)
-    try:
+    with daphne_serving(
+        "config.asgi:application",
+        ready_path="/accounts/login/",
+        environment=child_process_environment(CELERY_BROKER_URL=""),
+    ) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @contextmanager
