@@ -25,7 +25,7 @@ from config.asgi import application
 from monitoring.events import ward_event_decode, ward_group_name
 from monitoring.services import device_token_issue
 from tests import factories
-from tests.processes import child_process_environment, post_spo2_series
+from tests.processes import child_process_environment, post_spo2_series, process_stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,11 +67,7 @@ def celery_worker_process() -> Iterator[subprocess.Popen[str]]:
     try:
         yield worker
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        process_stop(worker)
 
 
 def _bedside() -> tuple[str, str, int]:

@@ -445,26 +445,37 @@ async def test_it_rate_limits_a_flooding_device_with_retry_after(
     assert await count_messages() == statuses.count(201)
 
 
-async def test_it_pushes_the_newest_values_to_the_ward_group(
-    client: httpx.AsyncClient, bedside: Bedside
-) -> None:
+async def _vitals_event_after(
+    client: httpx.AsyncClient, bedside: Bedside, *bodies: dict[str, Any]
+) -> dict[str, Any]:
+    """Post ``bodies`` (each acknowledged), flush the vitals tick and return the one ward event
+    the ward's group received, decoded."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     ward_code = await sync_to_async(lambda: bedside.admission.bed.ward.code)()
     await layer.group_add(ward_group_name(ward_code), channel)
     try:
-        old = _iso(timezone.now() - dt.timedelta(seconds=3))
-        body = message(reading(value=70, observed_at=old), reading(value=75))
-        assert (await post(client, bedside.token, body)).status_code == 201
+        for body in bodies:
+            assert (await post(client, bedside.token, body)).status_code == 201
         assert await ward_vitals.flush() == 1
-        event = await asyncio.wait_for(layer.receive(channel), 5)
+        received = await asyncio.wait_for(layer.receive(channel), 5)
     finally:
         await layer.group_discard(ward_group_name(ward_code), channel)
-    assert event["type"] == "ward.event"
-    event = ward_event_decode(event)
+    assert received["type"] == "ward.event"
+    event = ward_event_decode(received)
     assert event["type"] == "vitals"
-    assert event["seq"] >= 1
     assert event["ward"] == ward_code
+    return event
+
+
+async def test_it_pushes_the_newest_values_to_the_ward_group(
+    client: httpx.AsyncClient, bedside: Bedside
+) -> None:
+    old = _iso(timezone.now() - dt.timedelta(seconds=3))
+    event = await _vitals_event_after(
+        client, bedside, message(reading(value=70, observed_at=old), reading(value=75))
+    )
+    assert event["seq"] >= 1
     [entry] = event["beds"]
     assert entry["patient"] == str(bedside.patient.public_id)
     assert entry["bed"] == str(bedside.admission.bed.public_id)
@@ -475,29 +486,19 @@ async def test_it_pushes_the_newest_values_to_the_ward_group(
 async def test_a_vitals_frame_groups_a_beds_newest_values_in_canonical_units(
     client: httpx.AsyncClient, bedside: Bedside
 ) -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    ward_code = await sync_to_async(lambda: bedside.admission.bed.ward.code)()
-    await layer.group_add(ward_group_name(ward_code), channel)
     taken = (timezone.now() - dt.timedelta(seconds=2)).replace(microsecond=123456)
     older = taken - dt.timedelta(seconds=1)
-    try:
-        first = message(
-            reading(value=80, observed_at=_iso(taken)),
-            reading(code="59408-5", value=88, unit="%", observed_at=_iso(taken), artifact=True),
-            message_id="m-1",
-        )
-        late = message(  # arrives after the first but was taken before it: not newer
-            reading(value=60, observed_at=_iso(older)),
-            reading(code="8310-5", value=98.6, unit="[degF]", observed_at=_iso(older)),
-            message_id="m-2",
-        )
-        for body in (first, late):
-            assert (await post(client, bedside.token, body)).status_code == 201
-        assert await ward_vitals.flush() == 1
-        event = ward_event_decode(await asyncio.wait_for(layer.receive(channel), 5))
-    finally:
-        await layer.group_discard(ward_group_name(ward_code), channel)
+    first = message(
+        reading(value=80, observed_at=_iso(taken)),
+        reading(code="59408-5", value=88, unit="%", observed_at=_iso(taken), artifact=True),
+        message_id="m-1",
+    )
+    late = message(  # arrives after the first but was taken before it: not newer
+        reading(value=60, observed_at=_iso(older)),
+        reading(code="8310-5", value=98.6, unit="[degF]", observed_at=_iso(older)),
+        message_id="m-2",
+    )
+    event = await _vitals_event_after(client, bedside, first, late)
     [entry] = event["beds"]  # one entry for the bed, however many messages and codes
     taken_ms = int(taken.timestamp()) * 1000 + 123
     older_ms = taken_ms - 1000
