@@ -148,26 +148,38 @@ def _lock_states(patient_ids: Sequence[int]) -> dict[int, PatientAlertState]:
 
 @functools.cache
 def _state_lock_statement() -> tuple[str, str, str]:
-    """(table, column, index) of PatientAlertState's unique index on patient_id, as quoted
-    SQL names, looked up in the database once."""
+    """(table, column, "FORCE INDEX (…)") for locking PatientAlertState rows by patient, as
+    quoted SQL, with the unique index on patient_id looked up in the database once per process.
+
+    Should the lookup not find exactly one such index (a future migration), evaluation goes on
+    without the hint, logged as an error: locking may then serialise the workers, but alarms
+    keep being evaluated."""
     meta = PatientAlertState._meta
     column = meta.get_field("patient").column
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, meta.db_table)
-    [index] = [
+    indexes = [
         name
         for name, constraint in constraints.items()
         if constraint["unique"] and constraint["columns"] == [column] and constraint["index"]
     ]
-    quote = connection.ops.quote_name
-    return quote(meta.db_table), quote(column), quote(index)
+    if len(indexes) != 1:
+        logger.error(
+            "no single unique index on %s.%s (found %r): locking alert states without it",
+            meta.db_table,
+            column,
+            indexes,
+        )
+        return quote(meta.db_table), quote(column), ""
+    return quote(meta.db_table), quote(column), f"FORCE INDEX ({quote(indexes[0])}) "
 
 
 def _state_lock_sql(count: int) -> str:
-    table, column, index = _state_lock_statement()
+    table, column, hint = _state_lock_statement()
     placeholders = ", ".join(["%s"] * count)
     return (
-        f"SELECT 1 FROM {table} FORCE INDEX ({index}) WHERE {column} IN ({placeholders}) "  # noqa: S608 - names from model metadata
+        f"SELECT 1 FROM {table} {hint}WHERE {column} IN ({placeholders}) "  # noqa: S608 - names from model metadata
         f"ORDER BY {column} FOR UPDATE"
     )
 
@@ -185,9 +197,9 @@ _STATE_FIELDS = (
 
 
 def _states_save(states: Sequence[PatientAlertState]) -> None:
-    """Write the evaluated patients' states back: one UPDATE per row, sent as one batch
-    (config.rawsql). Not ``bulk_update``: its CASE WHEN expression per field and row was 58 %
-    of an evaluation task's CPU (py-spy during ``bin/bench alerts``)."""
+    """Write the evaluated patients' states back in one statement (config.rawsql). Not
+    ``bulk_update``: building its CASE WHEN expressions in the ORM was 58 % of an evaluation
+    task's CPU (py-spy during ``bin/bench alerts``); rawsql writes the same SQL as text."""
     rows_update(
         PatientAlertState,
         _STATE_FIELDS,

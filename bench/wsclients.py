@@ -48,6 +48,7 @@ from bench.ws import (
 VITALS_PREFIX = b'{"type":"vitals"'
 SEQ_KEY = b'"seq":'
 ATTEMPTS = 3  # connects per phase before a client gives up (backoff 1 s, 2 s)
+PROTOCOL = "2"  # portal.consumers.PROTOCOL (not imported: that loads Django)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +227,10 @@ class Dashboards:
     async def _connect(self, client: Client, phase: str, gate: asyncio.Semaphore | None) -> bool:
         """Connect (retrying twice, backing off) until the snapshot or replay arrived."""
         stats = self.phases[phase]
-        path = f"/ws/wards/{client.ward}/"
+        path = f"/ws/wards/{client.ward}/?protocol={PROTOCOL}"  # as the page's URL says
         if phase == "storm" and client.applied:
             # A page that never got its snapshot has nothing to resume from: it reloads.
-            path += f"?last_seq={client.applied}"
+            path += f"&last_seq={client.applied}"
         for attempt in range(ATTEMPTS):
             if attempt:
                 await asyncio.sleep(2 ** (attempt - 1))

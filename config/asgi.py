@@ -2,8 +2,9 @@
 
 ``application``: everything (pages, REST, admin, dashboards' WebSockets through origin and auth
 checks, device ingestion). ``ingest_application``: device ingestion and the health probes only,
-for a listener of its own (docker/compose.yml's ``ingest``), so clinicians' load cannot delay
-readings and the device network reaches nothing else.
+for a listener of its own (docker/compose.yml's ``ingest``): clinicians' dashboards no longer
+share the devices' event loop, and the device network reaches nothing else. (The processes
+still share the machine's cores: docs/scaling.md.)
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ async def websocket_refused(scope: dict, receive: Any, send: Any) -> None:
 
 # Device ingestion on a listener of its own. With one daphne for everything, a thousand
 # dashboards (or their reconnect storm) took the event loop the devices' requests wait on:
-# acknowledgements fell seconds behind (bench fanout, docs/scaling.md).
+# acknowledgements fell up to a minute behind on a saturated 2-core node (bench fanout,
+# docs/scaling.md).
 ingest_application = RequestIdMiddleware(
     ProtocolTypeRouter({"http": ingest_http_application, "websocket": websocket_refused})
 )

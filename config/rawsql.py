@@ -3,8 +3,9 @@
 On the ingestion and evaluation paths, building and compiling the ORM's query for every call
 cost more than the database work itself (``objects.create``, ``bulk_update``'s CASE WHEN per
 field and row: py-spy during ``bin/bench ingest`` and ``bin/bench alerts``). These statements
-are built once per model and field list, and each value is adapted by its own field
-(``get_db_prep_save``: JSON, datetimes), exactly as the ORM would store it.
+are built from model metadata without the ORM's query compiler (one-row statements once per
+model and field list), and each value is adapted by its own field (``get_db_prep_save``:
+JSON, datetimes), exactly as the ORM would store it.
 """
 
 from __future__ import annotations
@@ -56,9 +57,22 @@ def rows_update(
 
     Several rows take one ``UPDATE … SET f = CASE pk WHEN … THEN … END … WHERE pk IN (…)``:
     one round trip, where a statement per row cost one each (``executemany`` sends UPDATEs
-    one by one), two per patient with the locking reads in every alert evaluation."""
+    one by one), two per patient with the locking reads in every alert evaluation. Rows are
+    split into several statements only where the database limits a statement's parameters
+    (SQLite, the embedded demo's)."""
     rows = list(rows)
     names = tuple(names)
+    if not rows:
+        return
+    limit = connection.features.max_query_params
+    per_statement = len(rows) if limit is None else max(1, limit // (2 * len(names) + 1))
+    for start in range(0, len(rows), per_statement):
+        _rows_update(model, names, rows[start : start + per_statement])
+
+
+def _rows_update(
+    model: type[Model], names: tuple[str, ...], rows: list[tuple[Any, Sequence[Any]]]
+) -> None:
     if not rows:
         return
     if len(rows) == 1:

@@ -165,8 +165,9 @@ class WardVitalsCoalescer:
     A frame groups its values by bed (docs/dashboard-protocol.md): the bed and patient ids are
     written once per bed rather than once per value, the unit not at all (every stored value is
     in its code's canonical unit, which the snapshot's catalogue gives) and the time as epoch
-    milliseconds. A 36-bed ward's frame went from about 10 KB to a quarter of that, and every
-    dashboard receives four a second (bench fanout)."""
+    milliseconds. A frame with six vitals of each of 36 beds is 10.5 KB instead of 44.4 KB (a
+    quarter-second frame of 9 beds 2.7 KB instead of 11.1 KB), and every dashboard receives
+    four a second (bench fanout)."""
 
     def __init__(self, *, interval: float | None = None) -> None:
         self._interval = interval

@@ -39,6 +39,12 @@ NOT_LOGGED_IN = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
 TOO_SLOW = 4408
+OUTDATED = 4426
+# The version of docs/dashboard-protocol.md this server speaks. The page's socket URL carries
+# the version it was served with (``?protocol=``); a page from before a change of the protocol
+# (a screen left open through an upgrade) is closed with OUTDATED rather than fed frames it
+# would misread, and the page reloads itself.
+PROTOCOL = "2"
 RECHECK_SECONDS = 30
 # A client that has not confirmed this many events is not keeping up: it is disconnected and
 # resyncs from a snapshot, so what a slow client can make the server queue stays bounded.
@@ -107,6 +113,11 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         # Accept first: a close before accepting reaches the browser as a failed handshake
         # (1006), and the page could not tell the clinician why.
         await self.accept()
+        if self._query().get("protocol", [""])[0] != PROTOCOL:
+            await self._refuse(
+                OUTDATED, "outdated", "This page is out of date: the portal was updated."
+            )
+            return
         if user is None or not user.is_authenticated:
             await self._refuse(NOT_LOGGED_IN, "session_ended", "Your session has ended.")
             return
@@ -191,10 +202,12 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
             return False
         return session.exists(session.session_key)
 
+    def _query(self) -> dict[str, list[str]]:
+        return parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+
     def _last_seq(self) -> int | None:
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
-            return int(query["last_seq"][0])
+            return int(self._query()["last_seq"][0])
         except (KeyError, ValueError, IndexError):
             return None
 

@@ -18,6 +18,7 @@ from monitoring.selectors import observation_trend
 from monitoring.vitals import VITALS
 from patients.audit import access_record, client_address
 from patients.selectors import beds_with_current_admission, ward_visible_to
+from portal.consumers import PROTOCOL as WEBSOCKET_PROTOCOL
 from portal.selectors import (
     patient_alert_history,
     patient_news2_history,
@@ -61,7 +62,9 @@ def ward_dashboard(request: HttpRequest, ward_code: str) -> HttpResponse:
     beds = beds_with_current_admission(ward=ward)
     scheme = "wss" if request.is_secure() else "ws"
     # The path portal/routing.py serves the ward consumer on (docs/dashboard-protocol.md).
-    websocket_url = f"{scheme}://{request.get_host()}/ws/wards/{ward.code}/"
+    websocket_url = (
+        f"{scheme}://{request.get_host()}/ws/wards/{ward.code}/?protocol={WEBSOCKET_PROTOCOL}"
+    )
     patient_url = reverse("portal:patient", args=[_PATIENT_PLACEHOLDER])
     return render(
         request,

@@ -39,7 +39,16 @@
       action: "Back to your wards",
       href: root.dataset.wardListUrl,
     },
+    4426: {
+      title: "This page is out of date — reload it",
+      detail: "The portal was updated while this page was open. Live values have stopped.",
+      action: "Reload",
+      href: window.location.href,
+    },
   };
+  // The server speaks a newer protocol than this page (docs/dashboard-protocol.md): reload.
+  const OUTDATED_CLOSE = 4426;
+  const OUTDATED_RELOAD_KEY = "portal.outdatedReloadAt";
   const RESYNC_CLOSE = 4000; // our own close, to reconnect at once with last_seq
   // The server closes a screen that stopped confirming events (flow control): reconnect and
   // start again from a snapshot.
@@ -803,6 +812,10 @@
     state.socket = null;
     clearGapTimer();
     cancelPendingAcks();
+    if (code === OUTDATED_CLOSE) {
+      reloadOutdated();
+      return;
+    }
     const fatal = FATAL_CLOSES[code] || (state.fatalDetail ? FATAL_CLOSES[state.fatalDetail.code] : null);
     if (fatal) {
       showFatal(fatal);
@@ -816,6 +829,23 @@
       forgetSequence(); // come back to a snapshot, not a replay of what overwhelmed us
     }
     scheduleReconnect();
+  }
+
+  // The new page speaks the server's protocol. A reload that did not help a minute ago is not
+  // repeated: the page says it is out of date instead of reloading in a loop.
+  function reloadOutdated() {
+    let last = 0;
+    try {
+      last = Number(window.sessionStorage.getItem(OUTDATED_RELOAD_KEY) || 0);
+      window.sessionStorage.setItem(OUTDATED_RELOAD_KEY, String(Date.now()));
+    } catch (error) {
+      last = Date.now(); // no storage: do not risk a reload loop
+    }
+    if (Date.now() - last > 60000) {
+      window.location.reload();
+      return;
+    }
+    showFatal(FATAL_CLOSES[OUTDATED_CLOSE]);
   }
 
   // Close a connection we no longer trust and go through the normal reconnect path.
@@ -1081,8 +1111,13 @@
           occupancyChanged();
           continue;
         }
-        const artifact = entry.artifact || [];
-        for (const [code, [value, observedAtMs]] of Object.entries(entry.vitals || {})) {
+        const artifact = Array.isArray(entry.artifact) ? entry.artifact : [];
+        for (const [code, pair] of Object.entries(entry.vitals || {})) {
+          // A value is [number, epoch ms]; anything else is skipped, never shown as a value.
+          if (!Array.isArray(pair) || typeof pair[0] !== "number" || typeof pair[1] !== "number") {
+            continue;
+          }
+          const [value, observedAtMs] = pair;
           const view = bed.vitals.get(code);
           if (view) {
             view.update(value, observedAtMs, artifact.includes(code));

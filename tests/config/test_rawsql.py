@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -12,6 +16,7 @@ from alerts.models import PatientAlertState
 from config.rawsql import row_insert, rows_update
 from tests import factories
 
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
 
 
@@ -55,3 +60,61 @@ def test_it_updates_one_row_and_inserts_one() -> None:
         at,
         7,
     )
+
+
+SQLITE_SCRIPT = """
+import datetime as dt
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from alerts.models import PatientAlertState
+from config.rawsql import rows_update
+from patients.models import Patient
+states = [
+    PatientAlertState.objects.create(
+        patient=Patient.objects.create(
+            mrn=f"M{i}", family_name="F", given_name="G", date_of_birth=dt.date(1950, 1, 1)
+        )
+    )
+    for i in range(300)
+]
+at = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
+fields = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
+rows = [(s.pk, [{"n": i}, {}, at, i % 20, bool(i % 2), "low"]) for i, s in enumerate(states)]
+with CaptureQueriesContext(connection) as queries:
+    rows_update(PatientAlertState, fields, rows)
+stored = [
+    [getattr(s, name) for name in fields] for s in PatientAlertState.objects.order_by("pk")
+]
+print(len(queries.captured_queries), stored == [values for _, values in rows])
+"""
+
+
+def test_it_splits_the_update_where_sqlite_limits_parameters(tmp_path: Path) -> None:
+    # The embedded demo runs on SQLite (999 parameters a statement): 300 rows of 6 fields
+    # need 3,900, so several statements, every row still with its own values.
+    environment = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        PORTAL_MODE="development",
+        DEBUG="false",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        REDIS_URL="",
+        LOG_LEVEL="WARNING",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SQLITE_SCRIPT],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    statements, correct = result.stdout.split()
+    assert int(statements) == 4  # 76 rows of 13 parameters fit in 999
+    assert correct == "True"

@@ -21,6 +21,7 @@ from config.asgi import application
 from monitoring import wardlog
 from monitoring.events import ward_event_send, ward_group_name
 from patients.models import WardAccess
+from portal.consumers import PROTOCOL
 from tests import factories
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -39,11 +40,16 @@ async def dashboard(
     *,
     origin: str = "http://localhost",
     query: str = "",
+    protocol: str | None = PROTOCOL,
 ) -> AsyncIterator[tuple[WebsocketCommunicator, bool, Any]]:
     headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
     if user is not None:
         cookie = await sync_to_async(_session_cookie)(user)
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    # ``query``: "" or "?last_seq=…"; the page's protocol version goes first (None: no version,
+    # as pages served before versions existed)
+    if protocol is not None:
+        query = f"?protocol={protocol}" + query.replace("?", "&", 1)
     communicator = WebsocketCommunicator(
         application, f"/ws/wards/{ward_code}/{query}", headers=headers
     )
@@ -95,6 +101,19 @@ async def test_it_closes_a_socket_for_an_unknown_ward_with_4404(ward_with_patien
     async with dashboard("no-such-ward", ward_with_patient["nurse"]) as (communicator, _, _):
         notice, code = await _closed_with(communicator)
     assert (notice["type"], code) == ("unknown_ward", 4404)
+
+
+@pytest.mark.parametrize(("protocol", "query"), [(None, ""), (None, "?last_seq=5"), ("1", "")])
+async def test_it_closes_a_page_from_before_the_protocol_changed_with_4426(
+    ward_with_patient: dict, protocol: str | None, query: str
+) -> None:
+    # A screen left open through an upgrade would misread the frames: it is told to reload,
+    # before it is sent any ward data.
+    ward, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    async with dashboard(ward, nurse, query=query, protocol=protocol) as (communicator, ok, _):
+        assert ok
+        notice, code = await _closed_with(communicator)
+    assert (notice["type"], code) == ("outdated", 4426)
 
 
 async def test_it_refuses_a_socket_from_a_foreign_origin(ward_with_patient: dict) -> None:
@@ -321,7 +340,9 @@ async def test_it_closes_the_socket_when_the_user_logs_out(ward_with_patient: di
         (b"host", b"localhost"),
         (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
     ]
-    communicator = WebsocketCommunicator(application, f"/ws/wards/{code}/", headers=headers)
+    communicator = WebsocketCommunicator(
+        application, f"/ws/wards/{code}/?protocol={PROTOCOL}", headers=headers
+    )
     await communicator.connect(timeout=10)
     try:
         await communicator.receive_json_from(timeout=5)

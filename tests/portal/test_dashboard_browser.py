@@ -286,7 +286,7 @@ def _refuse_another_wards_clinician(
                 socket.onclose = (event) => resolve(event.code);
                 setTimeout(() => resolve(-1), 10000);
             })""",
-            f"ws://127.0.0.1:{portal_url.rsplit(':', 1)[1]}/ws/wards/{ward.code}/",
+            f"ws://127.0.0.1:{portal_url.rsplit(':', 1)[1]}/ws/wards/{ward.code}/?protocol=2",
         )
         assert close_code == 4403
     finally:
@@ -389,7 +389,7 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
         first.send(vitals(13, 73))  # 12 is missing: applied now, the gap remembered
         expect(heart_rate.locator(".v-value")).to_have_text("73")
         second = connected(2)  # 2 s later: back with the last contiguous seq
-        assert second.url.endswith("?last_seq=11"), second.url
+        assert second.url.endswith("?protocol=2&last_seq=11"), second.url
         second.send(
             json.dumps(
                 {
@@ -414,7 +414,7 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
         expect(page.locator("#connection")).to_contain_text("reconnecting in")
         expect(page.locator("#dashboard")).to_have_class(re.compile(r"\bnot-live\b"))
         third = connected(3)
-        assert third.url.endswith("?last_seq=15"), third.url
+        assert third.url.endswith("?protocol=2&last_seq=15"), third.url
         third.send(snapshot(20, 80))
         expect(heart_rate.locator(".v-value")).to_have_text("80")
         expect(page.locator("#stale-banner")).to_be_hidden()
@@ -423,4 +423,20 @@ def test_it_resyncs_a_sequence_gap_and_never_shows_a_dropped_connection_as_live(
         expect(page.get_by_role("alertdialog")).to_contain_text("Session ended — log in again")
         page.wait_for_timeout(2500)
         assert len(sockets) == 3, "a refused dashboard must not reconnect"
+
+        # The portal was updated under an open page (close 4426): it reloads itself once...
+        page.reload()
+        fourth = connected(4)
+        fourth.send(snapshot(30, 81))
+        expect(heart_rate.locator(".v-value")).to_have_text("81")
+        fourth.close(code=4426, reason="outdated")
+        fifth = connected(5)
+        assert "protocol=2" in fifth.url and "last_seq" not in fifth.url, fifth.url
+        fifth.send(snapshot(40, 82))
+        expect(heart_rate.locator(".v-value")).to_have_text("82")
+        # ... and says so, rather than reloading in a loop, when a reload did not help.
+        fifth.close(code=4426, reason="outdated")
+        expect(page.get_by_role("alertdialog")).to_contain_text("This page is out of date")
+        page.wait_for_timeout(2500)
+        assert len(sockets) == 5
         context.close()

@@ -245,7 +245,7 @@ def test_it_serves_the_dashboard_shell_with_its_socket_address_and_no_inline_scr
     page = client.get("/wards/amu/")
 
     assert 'data-ward="amu"' in page.text
-    assert 'data-ws-url="ws://testserver/ws/wards/amu/"' in page.text
+    assert 'data-ws-url="ws://testserver/ws/wards/amu/?protocol=2"' in page.text
     assert f'href="/patients/{admission.patient.public_id}/"' in page.text
     scripts = re.findall(r"<script\b[^>]*>", page.text)
     assert scripts, "the dashboard loads its scripts"
