@@ -86,8 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--dashboard-daphne",
         action="store_true",
-        help="production's layout: devices on a daphne serving config.asgi:ingest_application, "
-        "dashboards on a second one",
+        help="production's layout: devices on uvicorn serving config.asgi:ingest_application, "
+        "dashboards on a daphne",
     )
     add("--client-procs", type=int, help="client processes (default: one per 1,000 clients)")
     add("--profile", action="store_true", help=f"py-spy daphne during the {TARGET_CLIENTS} step")

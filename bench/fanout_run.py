@@ -231,7 +231,7 @@ def fanout_run(
     marks: dict[str, Any] = {}
     stop_file = harness.work_dir / f"{run_id}.stop"
 
-    def daphne_on(port: int, log_name: str, application: str) -> Service:
+    def daphne_on(port: int, log_name: str, application: str, program: str = "daphne") -> Service:
         return daphne_start(
             env=harness.env,
             port=port,
@@ -240,14 +240,15 @@ def fanout_run(
             probe_status=405,
             backlog=args.daphne_backlog,
             application=application,
+            program=program,
         )
 
     try:
         port = ws_port = free_port()
         if args.dashboard_daphne:
-            # Production's layout (docker/compose.yml): devices on a daphne serving ingestion
-            # only (``ingest``), dashboards on another (``web``).
-            daphne = daphne_on(port, "daphne", "config.asgi:ingest_application")
+            # Production's layout (docker/compose.yml): devices on uvicorn serving ingestion
+            # only (``ingest``), dashboards on a daphne (``web``).
+            daphne = daphne_on(port, "ingest", "config.asgi:ingest_application", "uvicorn")
             ws_port = free_port()
             dashboard_daphne = daphne_on(ws_port, "daphne-ws", "config.asgi:application")
         else:

@@ -110,6 +110,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="target a running server at http://127.0.0.1:PORT (no daphne or Celery started)",
     )
     add(
+        "--server",
+        choices=("daphne", "uvicorn"),
+        default="daphne",
+        help="the server of the ingestion application: daphne serving config.asgi:application "
+        "(the demo's one process) or uvicorn serving config.asgi:ingest_application (compose's "
+        "ingest listener)",
+    )
+    add(
         "--database-url",
         default=DEFAULT_DATABASE_URL,
         help="the bench database (name must contain 'bench')",
@@ -339,6 +347,7 @@ def bench(args: argparse.Namespace) -> int:
                 "database_url": args.database_url,
                 "redis_url": args.redis_url,
                 "server_env": server_env,
+                "server": args.server,
                 "batched_server_env": LIFTED_RATE_LIMIT,
                 "ingest_settings": _ingest_settings(),
                 "loadgen_procs": args.loadgen_procs,

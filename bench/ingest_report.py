@@ -224,7 +224,7 @@ def render(document: dict[str, Any]) -> str:
     ]
     server = document["config"]["ingest_settings"]
     lines.append(
-        "Server: "
+        f"Server: {document['config'].get('server', 'daphne')}, "
         + ", ".join(f"{name}={value}" for name, value in server.items())
         + (
             f"; --server-env {document['config']['server_env']}"

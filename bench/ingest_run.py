@@ -323,6 +323,11 @@ def run_once(ctx: Context, scenario: Scenario, repeat: int, *, profile: bool) ->
                 log_path=LOG_DIR / f"{log_stem}-daphne.log",
                 probe_path=INGEST_PATH,
                 probe_status=405,  # the ingest path's answer to GET: no database involved
+                **(
+                    {"program": "uvicorn", "application": "config.asgi:ingest_application"}
+                    if ctx.args.server == "uvicorn"
+                    else {}
+                ),
             )
             server: psutil.Process | None = psutil.Process(daphne.pid)
         else:

@@ -187,9 +187,10 @@ def daphne_start(
     probe_status: int,
     backlog: int | None = None,
     application: str = "config.asgi:application",
+    program: str = "daphne",
 ) -> Service:
-    """Start daphne serving ``application`` on 127.0.0.1:``port``; ready once ``GET probe_path``
-    answers ``probe_status``.
+    """Start daphne (or uvicorn, as compose's ``ingest`` runs it) serving ``application`` on
+    127.0.0.1:``port``; ready once ``GET probe_path`` answers ``probe_status``.
 
     The probe also warms the path up (URL resolving, imports) before any measured request.
     ``backlog`` sets the listen backlog (Twisted's default is 50) through an endpoint string.
@@ -199,7 +200,17 @@ def daphne_start(
     else:
         listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
     argv = [str(VENV_BIN / "daphne"), *listen, application]
-    service = spawn("daphne", argv, env=env, log_path=log_path)
+    if program == "uvicorn":
+        argv = [
+            str(VENV_BIN / "uvicorn"),
+            "--host=127.0.0.1",
+            f"--port={port}",
+            *([f"--backlog={backlog}"] if backlog is not None else []),
+            "--lifespan=off",
+            "--no-access-log",
+            application,
+        ]
+    service = spawn(program, argv, env=env, log_path=log_path)
 
     def ready() -> bool:
         status = http_status(port, probe_path)

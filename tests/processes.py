@@ -44,14 +44,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def daphne_serving(
-    application: str, *, ready_path: str, environment: dict[str, str]
+def asgi_serving(
+    application: str,
+    *,
+    ready_path: str,
+    environment: dict[str, str],
+    server_program: str = "daphne",
 ) -> Iterator[str]:
-    """daphne serving ``application`` (``module:attribute``) on a free port; yields its URL
-    once ``GET ready_path`` answers 200, and stops it afterwards."""
+    """daphne (or uvicorn, as compose's ``ingest`` runs it) serving ``application``
+    (``module:attribute``) on a free port; yields its URL once ``GET ready_path`` answers 200,
+    and stops it afterwards."""
     port = free_port()
+    if server_program == "uvicorn":
+        argv = ["uvicorn", "--host=127.0.0.1", f"--port={port}", "--lifespan=off", application]
+    else:
+        argv = ["daphne", "-b", "127.0.0.1", "-p", str(port), application]
     server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+        [sys.executable, "-m", *argv],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -72,7 +81,7 @@ def daphne_serving(
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
-            pytest.fail("daphne did not start:\n" + "".join(output[-40:]))
+            pytest.fail(f"{server_program} did not start:\n" + "".join(output[-40:]))
         time.sleep(0.2)
     try:
         yield url

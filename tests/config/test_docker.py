@@ -154,7 +154,7 @@ def assert_runnable(command: list[str]) -> None:
         assert _defines(f"{app}.celery", "app"), f"{app}.celery defines no Celery app"
         subcommand = next(a for a in command[command.index("-A") + 2 :] if a[:1] != "-")
         assert subcommand in celery_cli.commands, f"celery has no {subcommand!r} command"
-    elif program == "daphne":
+    elif program in ("daphne", "uvicorn"):
         module, _, attribute = command[-1].partition(":")
         assert _defines(module, attribute), f"{command[-1]} does not exist"
     else:
@@ -281,9 +281,13 @@ def test_it_starts_services_in_order() -> None:
 def test_it_serves_devices_on_a_listener_of_their_own() -> None:
     ingest = services()["ingest"]
     command = ingest["command"]
+    assert command[0] == "uvicorn"
     assert command[-1] == "config.asgi:ingest_application"
-    port = command[command.index("-p") + 1]
-    assert port != services()["web"]["command"][command.index("-p") + 1]
+    # Our application answers no lifespan messages, and uvicorn must know it.
+    assert "--lifespan=off" in command and "--host=0.0.0.0" in command
+    [port] = [a.removeprefix("--port=") for a in command if a.startswith("--port=")]
+    web = services()["web"]["command"]
+    assert port != web[web.index("-p") + 1]
     assert ingest["ports"] == [f"127.0.0.1:{port}:{port}"]
     # The image's probe (written for web's port), on this listener's port.
     image_probe = _json_command(dict(final_stage())["HEALTHCHECK"])

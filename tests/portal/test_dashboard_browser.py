@@ -28,7 +28,7 @@ from monitoring.services import device_token_issue
 from monitoring.vitals import VITALS
 from patients.models import Admission, Ward, WardAccess
 from tests import factories
-from tests.processes import child_process_environment, daphne_serving
+from tests.processes import asgi_serving, child_process_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -57,7 +57,7 @@ T = TypeVar("T")
 def portal_url() -> Iterator[str]:
     """daphne on a free port, on the test database and the suite's Redis; Celery tasks run
     in-process (no broker), so readings are evaluated inside this daphne."""
-    with daphne_serving(
+    with asgi_serving(
         "config.asgi:application",
         ready_path="/accounts/login/",
         environment=child_process_environment(CELERY_BROKER_URL=""),
