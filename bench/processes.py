@@ -195,21 +195,15 @@ def daphne_start(
     The probe also warms the path up (URL resolving, imports) before any measured request.
     ``backlog`` sets the listen backlog (Twisted's default is 50) through an endpoint string.
     """
-    if backlog is None:
+    if program == "uvicorn":
+        listen = ["--host=127.0.0.1", f"--port={port}", "--lifespan=off", "--no-access-log"]
+        if backlog is not None:
+            listen.append(f"--backlog={backlog}")
+    elif backlog is None:
         listen = ["-b", "127.0.0.1", "-p", str(port)]
     else:
         listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
-    argv = [str(VENV_BIN / "daphne"), *listen, application]
-    if program == "uvicorn":
-        argv = [
-            str(VENV_BIN / "uvicorn"),
-            "--host=127.0.0.1",
-            f"--port={port}",
-            *([f"--backlog={backlog}"] if backlog is not None else []),
-            "--lifespan=off",
-            "--no-access-log",
-            application,
-        ]
+    argv = [str(VENV_BIN / program), *listen, application]
     service = spawn(program, argv, env=env, log_path=log_path)
 
     def ready() -> bool:

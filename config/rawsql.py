@@ -1,11 +1,12 @@
-"""One-row INSERTs and by-key UPDATEs written from model metadata, for the hot paths.
+"""INSERTs and by-key UPDATEs written from model metadata, for the hot paths.
 
 On the ingestion and evaluation paths, building and compiling the ORM's query for every call
 cost more than the database work itself (``objects.create``, ``bulk_update``'s CASE WHEN per
 field and row: py-spy during ``bin/bench ingest`` and ``bin/bench alerts``). These statements
 are built from model metadata without the ORM's query compiler (one-row statements once per
 model and field list), and each value is adapted by its own field (``get_db_prep_save``:
-JSON, datetimes), exactly as the ORM would store it.
+JSON, datetimes), exactly as the ORM would store it, on the database the router writes the
+model to.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import connection
+from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
+
+
+def _database(model: type[Model]) -> BaseDatabaseWrapper:
+    return connections[router.db_for_write(model)]
 
 
 @functools.cache
 def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...]) -> str:
     meta = model._meta
-    quote = connection.ops.quote_name
+    quote = _database(model).ops.quote_name
     columns = [quote(meta.get_field(name).column) for name in names]  # names or attnames
     table = quote(meta.db_table)
     if kind == "insert":
@@ -33,8 +39,9 @@ def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...
 
 def _adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
     meta = model._meta
+    database = _database(model)
     return [
-        meta.get_field(name).get_db_prep_save(value, connection)
+        meta.get_field(name).get_db_prep_save(value, database)
         for name, value in zip(names, values, strict=True)
     ]
 
@@ -42,12 +49,23 @@ def _adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) ->
 def row_insert(model: type[Model], **values: Any) -> int:
     """INSERT one row of ``model`` from field values (names or attnames); return its pk."""
     names = tuple(values)
-    sql = _statement(connection.vendor, "insert", model, names)
-    with connection.cursor() as cursor:
+    database = _database(model)
+    sql = _statement(database.vendor, "insert", model, names)
+    with database.cursor() as cursor:
         cursor.execute(sql, _adapted(model, names, list(values.values())))
-        return int(
-            connection.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column)
-        )
+        return int(database.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column))
+
+
+def rows_insert(model: type[Model], names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """INSERT rows of ``model``, each the values of the fields ``names`` (names or attnames),
+    with one ``executemany`` (one multi-row INSERT on MySQL)."""
+    names = tuple(names)
+    params = [_adapted(model, names, values) for values in rows]
+    if not params:
+        return
+    database = _database(model)
+    with database.cursor() as cursor:
+        cursor.executemany(_statement(database.vendor, "insert", model, names), params)
 
 
 def rows_update(
@@ -64,7 +82,7 @@ def rows_update(
     names = tuple(names)
     if not rows:
         return
-    limit = connection.features.max_query_params
+    limit = _database(model).features.max_query_params
     per_statement = len(rows) if limit is None else max(1, limit // (2 * len(names) + 1))
     for start in range(0, len(rows), per_statement):
         _rows_update(model, names, rows[start : start + per_statement])
@@ -73,15 +91,14 @@ def rows_update(
 def _rows_update(
     model: type[Model], names: tuple[str, ...], rows: list[tuple[Any, Sequence[Any]]]
 ) -> None:
-    if not rows:
-        return
+    database = _database(model)
     if len(rows) == 1:
         [(pk, values)] = rows
-        sql = _statement(connection.vendor, "update", model, names)
+        sql = _statement(database.vendor, "update", model, names)
         params = [*_adapted(model, names, values), pk]
     else:
         meta = model._meta
-        quote = connection.ops.quote_name
+        quote = database.ops.quote_name
         key = quote(meta.pk.column)
         cases = " ".join(["WHEN %s THEN %s"] * len(rows))
         assignments = ", ".join(
@@ -97,5 +114,5 @@ def _rows_update(
             for param in (pk, row[column])
         ]
         params.extend(pk for pk, _ in rows)
-    with connection.cursor() as cursor:
+    with database.cursor() as cursor:
         cursor.execute(sql, params)

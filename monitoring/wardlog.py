@@ -54,10 +54,6 @@ class Backlog:
     # text so a replay is sent without decoding and re-encoding each event (bench fanout).
     texts: list[str] | None
 
-    @property
-    def events(self) -> list[dict[str, Any]] | None:
-        return None if self.texts is None else [json.loads(text) for text in self.texts]
-
     def replay_message(self, from_seq: int) -> str:
         """The dashboard's ``replay`` message (docs/dashboard-protocol.md) as JSON text."""
         events = ",".join(self.texts or ())

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connections, router
 from django.http import HttpRequest
 from django.utils import timezone
 
 from config.observability import request_id
+from config.rawsql import rows_insert
 from patients.models import AccessLog, ApiToken
 
 
@@ -29,7 +29,7 @@ def client_address(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-# In the order ``access_record`` passes the values.
+# In the order ``access_record`` passes the values (attnames for the foreign keys).
 _ACCESS_COLUMNS = (
     "at",
     "patient_id",
@@ -53,29 +53,24 @@ def access_record(
 ) -> None:
     """Append one access-log row per patient read (one INSERT whatever their number).
 
-    Written with ``executemany`` (one multi-row INSERT on MySQL) rather than ``bulk_create``,
-    whose per-field SQL compilation was the largest cost of a dashboard connecting (36 rows
-    per ward, bench fanout). The row is what ``bulk_create`` would write; the model tests
-    read it back through the ORM.
+    Written with ``config.rawsql.rows_insert`` (one multi-row INSERT on MySQL) rather than
+    ``bulk_create``, whose per-field SQL compilation was the largest cost of a dashboard
+    connecting (36 rows per ward, bench fanout). Each value is adapted by its field (an empty
+    address stored as NULL), as ``bulk_create`` would write it; the model tests read the rows
+    back through the ORM.
     """
     user_id = user.pk if user is not None and user.is_authenticated else None
-    patients = list(dict.fromkeys(patient_ids))
-    if not patients:
-        return
-    database = connections[router.db_for_write(AccessLog)]
-    at = database.ops.adapt_datetimefield_value(timezone.now())
+    at = timezone.now()
     common = (
         user_id,
         token.pk if token is not None else None,
         action,
         resource[:200],
-        address or None,  # as GenericIPAddressField stores an empty address
+        address,
         request_id.get()[:64],
     )
-    quote = database.ops.quote_name
-    columns = ", ".join(quote(column) for column in _ACCESS_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(_ACCESS_COLUMNS))
-    # Identifiers from the model, quoted; every value is a parameter.
-    sql = f"INSERT INTO {quote(AccessLog._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    with database.cursor() as cursor:
-        cursor.executemany(sql, [(at, patient, *common) for patient in patients])
+    rows_insert(
+        AccessLog,
+        _ACCESS_COLUMNS,
+        [(at, patient, *common) for patient in dict.fromkeys(patient_ids)],
+    )

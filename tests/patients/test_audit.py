@@ -70,6 +70,28 @@ def test_it_appends_one_access_row_per_patient_in_one_query(
     assert AccessLog.objects.filter(user=user, action="api.patients.list").count() == 20
 
 
+def test_it_stores_an_access_row_as_the_orm_would() -> None:
+    # An empty address is stored as NULL (GenericIPAddressField), a long resource is cut to
+    # its column, a repeated patient is recorded once, an anonymous reader has no user.
+    patient = factories.patient()
+    access_record(
+        user=None,
+        patient_ids=[patient.pk, patient.pk],
+        action="dashboard.subscribe",
+        resource="r" * 250,
+        address="",
+    )
+    [row] = AccessLog.objects.filter(action="dashboard.subscribe")
+    assert (row.patient_id, row.user_id, row.token_id, row.address) == (
+        patient.pk,
+        None,
+        None,
+        None,
+    )
+    assert row.resource == "r" * 200
+    assert row.at is not None
+
+
 def test_it_refuses_to_rewrite_the_access_log() -> None:
     access_record(user=None, patient_ids=[factories.patient().pk], action="x")
     row = AccessLog.objects.get()
