@@ -338,9 +338,10 @@ def render(document: dict[str, Any], harness: Harness) -> str:
         "p50/p95/p99: ms from the 201 of the message carrying a reading to a client receiving",
         "the vitals frame with it; split into →publish (201 → frame on the ward's channel-layer",
         "group: the 0.25 s coalescing tick) and →client (publish → each client: daphne's fan-out).",
-        "deliv%: frames received / frames published × clients of the ward. KiB/conn: daphne's",
-        "RSS growth over the connect ramp per connection. hs: handshake (101) time while ramping",
-        f"up ({cfg['in_flight']} connects with their snapshot in flight); conn/s: ramp rate.",
+        "deliv%: frames received / frames published × clients of the ward. KiB/conn: RSS growth",
+        "of the daphne holding the sockets over the connect ramp, per connection. hs: handshake",
+        f"(101) time while ramping up ({cfg['in_flight']} connects with their snapshot in",
+        "flight); conn/s: ramp rate.",
         "",
         table(
             [

@@ -254,6 +254,10 @@ def fanout_run(
         else:
             daphne = daphne_on(port, "daphne", "config.asgi:application")
         server = psutil.Process(daphne.pid)
+        # The process holding the dashboards' sockets: its memory and descriptors per connection.
+        sockets_server = (
+            psutil.Process(dashboard_daphne.pid) if dashboard_daphne is not None else server
+        )
         listener = GroupListener([ward_group_name(code) for code in setup.wards]).start()
         schedule = schedule_for(args, clients, lead)
         load = paced_load_start(
@@ -275,8 +279,8 @@ def fanout_run(
         )
         paced_load_measure(load)
         _sleep_until(schedule.connect_at - 0.5)
-        marks["rss_before"] = _rss(server)
-        marks["fds_before"] = server.num_fds()
+        marks["rss_before"] = _rss(sockets_server)
+        marks["fds_before"] = sockets_server.num_fds()
         if profile_ramp:
             profiler = Profiler(
                 pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=16
@@ -288,8 +292,8 @@ def fanout_run(
         write_json(started.control_file.with_suffix(".tmp"), schedule.window())
         started.control_file.with_suffix(".tmp").replace(started.control_file)
         _sleep_until(schedule.measure_from)
-        marks["rss_connected"] = _rss(server)
-        marks["fds_connected"] = server.num_fds()
+        marks["rss_connected"] = _rss(sockets_server)
+        marks["fds_connected"] = sockets_server.num_fds()
         meters = [
             CpuMeter("daphne", server),
             CpuMeter("celery", psutil.Process(setup.celery.pid)),
@@ -318,11 +322,11 @@ def fanout_run(
             cpu[meter.label] += seconds
             per_process[meter.label] = max(per_process.get(meter.label, 0.0), seconds)
         marks["machine_busy"] = machine_busy_seconds() - busy_start
-        marks["rss_measured"] = _rss(server)
+        marks["rss_measured"] = _rss(sockets_server)
         marks["memory_available"] = psutil.virtual_memory().available
         _sleep_until(schedule.end_at - 0.5)
-        marks["rss_after_storm"] = _rss(server)
-        marks["open_files_limit"] = list(server.rlimit(psutil.RLIMIT_NOFILE))
+        marks["rss_after_storm"] = _rss(sockets_server)
+        marks["open_files_limit"] = list(sockets_server.rlimit(psutil.RLIMIT_NOFILE))
         for service in started.services:
             try:
                 service.process.wait(max(1.0, schedule.end_at + 90 - time.time()))

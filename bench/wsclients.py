@@ -109,7 +109,6 @@ class Client:
     pending: set[int] = field(default_factory=set)
     acked: int = 0
     dropping: bool = False  # the client itself is ending the connection
-    caught_up: asyncio.Future[str] | None = None
     reader: asyncio.Task[None] | None = None
 
     def apply(self, seq: int) -> None:
@@ -169,7 +168,13 @@ class Dashboards:
             entry = self.frames[key] = {"samples": samples, "received": []}
         return entry
 
-    def _on_text(self, client: Client, payload: bytes, received: float) -> None:
+    def _on_text(
+        self,
+        client: Client,
+        payload: bytes,
+        received: float,
+        caught_up: asyncio.Future[str] | None,
+    ) -> None:
         window = self.window
         if payload.startswith(VITALS_PREFIX):
             # The hot path: no JSON parse per client. The publisher appends "seq" last.
@@ -199,11 +204,16 @@ class Dashboards:
             # The server counts the client as up to date with the replay's last event.
         elif "seq" in message:
             client.apply(int(message["seq"]))
-        if kind in ("snapshot", "replay") and client.caught_up and not client.caught_up.done():
+        if kind in ("snapshot", "replay") and caught_up is not None and not caught_up.done():
             detail = f"replay:{len(message.get('events', []))}" if kind == "replay" else kind
-            client.caught_up.set_result(detail)
+            caught_up.set_result(detail)
 
-    async def _reader(self, client: Client, ws: WebSocket, phase: str) -> None:
+    async def _reader(
+        self, client: Client, ws: WebSocket, phase: str, caught_up: asyncio.Future[str]
+    ) -> None:
+        """Read one connection. ``caught_up`` is its own attempt's future, not whatever
+        ``client.caught_up`` is by then: a client that reconnects at once after dropping its
+        socket has a new attempt before this reader has seen its old connection end."""
         try:
             while True:
                 message = await ws.recv()
@@ -212,13 +222,13 @@ class Dashboards:
                         self.closes[phase][ws.close_code or ABNORMAL_CLOSURE] += 1
                     break
                 if message.opcode == OP_TEXT:
-                    self._on_text(client, message.payload, time.time())
+                    self._on_text(client, message.payload, time.time(), caught_up)
         except WS_ERRORS:
             if not client.dropping:  # the connection died under us
                 self.closes[phase][ABNORMAL_CLOSURE] += 1
         finally:
-            if client.caught_up and not client.caught_up.done():
-                client.caught_up.set_result("closed")
+            if not caught_up.done():
+                caught_up.set_result("closed")
             if client.ws is ws:
                 client.ws = None
 
@@ -249,7 +259,7 @@ class Dashboards:
         spec = self.spec
         stats["attempts"] += 1
         started = time.time()
-        client.caught_up = asyncio.get_running_loop().create_future()
+        caught_up: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(spec.handshake_timeout):
                 ws = await WebSocket.connect(
@@ -273,11 +283,11 @@ class Dashboards:
         client.dropping = False
         reader_phase = "steady" if phase == "initial" else "storm"
         client.reader = asyncio.get_running_loop().create_task(
-            self._reader(client, ws, reader_phase)
+            self._reader(client, ws, reader_phase, caught_up)
         )
         try:
             async with asyncio.timeout(spec.catch_up_timeout):
-                detail = await client.caught_up
+                detail = await caught_up
         except TimeoutError:
             detail = "none"
         kind, _, count = detail.partition(":")
