@@ -20,11 +20,15 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from config.collector import collector_tune  # noqa: E402
 from config.observability import RequestIdMiddleware  # noqa: E402
 from monitoring.asgi import DeviceIngestApplication, send_json  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
+
+collector_tune(settings.GC_THRESHOLDS)
 
 INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()

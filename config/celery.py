@@ -17,6 +17,17 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@signals.worker_init.connect
+def _collector_tune(**kwargs: Any) -> None:
+    """The collector's pace of the server processes (config/collector.py); prefork's pool
+    processes are forked from this one and keep it."""
+    from django.conf import settings
+
+    from config.collector import collector_tune
+
+    collector_tune(settings.GC_THRESHOLDS)
+
+
 @signals.task_failure.connect
 def _count_task_failure(sender: Any = None, **kwargs: Any) -> None:
     """Count failures where the web process's /metrics can read them (workers are separate

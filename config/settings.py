@@ -20,6 +20,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.collector import THRESHOLDS_DEFAULT, thresholds_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -295,6 +297,11 @@ DASHBOARD_DB_THREADS: int = env.int("DASHBOARD_DB_THREADS", default=4)
 # the longest a reading waits before it can reach a screen; every open dashboard receives one
 # frame per interval.
 VITALS_PUSH_INTERVAL_SECONDS: float = env.float("VITALS_PUSH_INTERVAL_SECONDS", default=0.25)
+# The garbage collector's thresholds in the server processes (daphne, uvicorn, Celery workers):
+# why 50,000 first, in config/collector.py. "default" keeps CPython's (700, 10, 10).
+GC_THRESHOLDS: tuple[int, int, int] | None = thresholds_parse(
+    env.str("GC_THRESHOLDS", default=",".join(map(str, THRESHOLDS_DEFAULT)))
+)
 
 # Prometheus metrics (/metrics): from these networks, or with "Authorization: Bearer <token>".
 METRICS_ALLOWED_NETWORKS: list[str] = env.list(
