@@ -13,8 +13,8 @@ every few seconds: in the same 30 s window none ran. With 1,000 dashboards and 3
 (medians of 3, docs/scaling.md), publish → screen p99 went from 323 ms to 139 ms and reading
 → screen p99 from 499 ms to 348 ms. Cycles are still collected: young collections still
 run, and a full one still runs once what was promoted since the last one reaches a quarter of
-the old generation (CPython's rule), so garbage in cycles stays bounded. ``GC_THRESHOLDS`` (three positive integers) sets other values;
-``GC_THRESHOLDS=default`` keeps CPython's.
+the old generation (CPython's rule), so garbage in cycles stays bounded. ``GC_THRESHOLDS``
+(three positive integers) sets other values; ``GC_THRESHOLDS=default`` keeps CPython's.
 """
 
 from __future__ import annotations

@@ -161,6 +161,13 @@ def assert_runnable(command: list[str]) -> None:
         pytest.fail(f"no rule to check {program}")
 
 
+def _daphne_endpoint(command: list[str]) -> dict[str, str]:
+    """The options of daphne's ``-e tcp:port=…:interface=…:backlog=…`` endpoint."""
+    kind, *options = command[command.index("-e") + 1].split(":")
+    assert kind == "tcp"
+    return dict(option.split("=", 1) for option in options)
+
+
 def test_it_parses_the_compose_file_with_every_service() -> None:
     assert "version" not in compose()
     assert set(services()) == CORE_SERVICES | DEMO_SERVICES
@@ -184,7 +191,12 @@ def test_it_runs_the_image_default_command_and_serves_what_compose_expects() -> 
     command = _json_command(instructions["CMD"])
     assert_runnable(command)
     assert command == services()["web"]["command"]
-    assert command[command.index("-p") + 1] == instructions["EXPOSE"] == "8000"
+    endpoint = _daphne_endpoint(command)
+    assert endpoint["port"] == instructions["EXPOSE"] == "8000"
+    # Every interface of the container; compose publishes it on 127.0.0.1 only.
+    assert endpoint["interface"] == "0.0.0.0"  # noqa: S104
+    # A reconnect storm of a thousand dashboards overflows Twisted's default of 50.
+    assert int(endpoint["backlog"]) >= 1024
     assert services()["web"]["ports"] == ["127.0.0.1:8000:8000"]
     probe = _json_command(instructions["HEALTHCHECK"])
     assert probe[:2] == ["python", "-c"], "the probe needs no curl in the image"
@@ -286,8 +298,7 @@ def test_it_serves_devices_on_a_listener_of_their_own() -> None:
     # Our application answers no lifespan messages, and uvicorn must know it.
     assert "--lifespan=off" in command and "--host=0.0.0.0" in command
     [port] = [a.removeprefix("--port=") for a in command if a.startswith("--port=")]
-    web = services()["web"]["command"]
-    assert port != web[web.index("-p") + 1]
+    assert port != _daphne_endpoint(services()["web"]["command"])["port"]
     assert ingest["ports"] == [f"127.0.0.1:{port}:{port}"]
     # The image's probe (written for web's port), on this listener's port.
     image_probe = _json_command(dict(final_stage())["HEALTHCHECK"])
