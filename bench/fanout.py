@@ -63,6 +63,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--storm-window", type=float, help="reconnects spread over this (default 10 s; 0: none)")
     add("--settle", type=float, help="seconds after the storm window before closing (default 10)")
     add(
+        "--storms",
+        type=int,
+        default=1,
+        help="reconnect storms one after the other, each window + settle (default 1)",
+    )
+    add(
         "--in-flight",
         type=int,
         default=8,
@@ -121,6 +127,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not 1 <= args.samples_per_frame <= 200:
         parser.error("--samples-per-frame 1..200")
     args.connect_budget_base = 30.0
+    if not 1 <= args.storms <= 30:
+        parser.error("--storms 1..30")
     if not 0.2 <= args.ack_interval <= 30 or args.storm_window < 0 or args.settle < 0:
         parser.error("--ack-interval 0.2..30 s; --storm-window and --settle at least 0")
     if args.client_procs is not None and not 1 <= args.client_procs <= 16:
@@ -359,7 +367,14 @@ def render(document: dict[str, Any], harness: Harness) -> str:
         ),
         "",
         f"Every client drops its TCP connection at once and reconnects with last_seq at a random "
-        f"moment of {cfg['storm_window']:g} s; failed hs = attempts without a 101 within "
+        f"moment of {cfg['storm_window']:g} s"
+        + (
+            f" ({cfg['storms']} storms, every {cfg['storm_window'] + cfg['settle']:g} s, "
+            "counted together)"
+            if cfg.get("storms", 1) > 1
+            else ""
+        )
+        + f"; failed hs = attempts without a 101 within "
         f"{cfg['handshake_timeout']:g} s (timeouts, refusals, resets; each client retries twice),",
         "abnormal closes = steady/storm server closes or lost connections, catch-up = reconnect",
         "start to replay/snapshot, gaps = clients left with a hole in their sequence.",
@@ -389,6 +404,19 @@ def render(document: dict[str, Any], harness: Harness) -> str:
             else "Twisted's default, 50."
         ),
         "Ingestion meanwhile (first step): " + first["ingestion_line"],
+        *(
+            [
+                "RSS of the daphne holding the sockets after each storm, MiB (first run of each "
+                "step): "
+                + "; ".join(
+                    f"{step['clients']:,}: "
+                    + ", ".join(f"{v:g}" for v in step["runs"][0]["rss_after_each_storm_mib"])
+                    for step in document["steps"]
+                )
+            ]
+            if cfg.get("storms", 1) > 1
+            else []
+        ),
         f"Held: {document['held']:,} clients"
         + (
             f"; stopped at {document['stopped_at']:,}: {document['limit']}"

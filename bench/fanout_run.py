@@ -26,7 +26,7 @@ import random
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,22 +89,24 @@ class Schedule:
     measure_from: float = 0.0
     measure_to: float = 0.0
     record_to: float = 0.0
-    storm_at: float | None = None
+    storms: list[float] = field(default_factory=list)
     end_at: float = 0.0
 
     def window_decide(self, args: argparse.Namespace) -> None:
         self.measure_from = time.time() + SETTLE_BEFORE_WINDOW
         self.measure_to = self.measure_from + args.measure
         self.record_to = self.measure_to + RECORD_TAIL
-        self.storm_at = self.record_to if args.storm_window > 0 else None
-        self.end_at = self.record_to + (args.storm_window + args.settle if self.storm_at else 1)
+        period = args.storm_window + args.settle
+        count = args.storms if args.storm_window > 0 else 0
+        self.storms = [self.record_to + i * period for i in range(count)]
+        self.end_at = self.record_to + (period * count if count else 1)
 
     def window(self) -> dict[str, float | None]:
         return {
             "measure_from": self.measure_from,
             "measure_to": self.measure_to,
             "record_to": self.record_to,
-            "storm_at": self.storm_at,
+            "storms": self.storms,
             "end_at": self.end_at,
         }
 
@@ -113,7 +115,12 @@ def schedule_for(args: argparse.Namespace, clients: int, lead: float) -> Schedul
     load_start = time.time() + lead
     connect_at = load_start + args.warmup + PRE_CONNECT_SECONDS
     connect_deadline = connect_at + args.connect_budget_base + clients / args.connect_rate_floor
-    after = SETTLE_BEFORE_WINDOW + args.measure + RECORD_TAIL + args.storm_window + args.settle
+    after = (
+        SETTLE_BEFORE_WINDOW
+        + args.measure
+        + RECORD_TAIL
+        + max(1, args.storms) * (args.storm_window + args.settle)
+    )
     return Schedule(
         load_start=load_start,
         connect_at=connect_at,
@@ -324,6 +331,12 @@ def fanout_run(
         marks["machine_busy"] = machine_busy_seconds() - busy_start
         marks["rss_measured"] = _rss(sockets_server)
         marks["memory_available"] = psutil.virtual_memory().available
+        # Memory once each storm has settled: cycles left by a thousand dropped connections wait
+        # for a full collection (config/collector.py), so several storms show whether it levels.
+        marks["storm_rss"] = []
+        for storm_at in schedule.storms:
+            _sleep_until(storm_at + args.storm_window + args.settle - 0.5)
+            marks["storm_rss"].append(_rss(sockets_server))
         _sleep_until(schedule.end_at - 0.5)
         marks["rss_after_storm"] = _rss(sockets_server)
         marks["open_files_limit"] = list(sockets_server.rlimit(psutil.RLIMIT_NOFILE))
@@ -382,6 +395,7 @@ def fanout_run(
             for key, value in marks.items()
             if key.startswith("rss_")
         },
+        rss_after_each_storm_mib=[round(value / 2**20, 1) for value in marks["storm_rss"]],
         rss_per_connection_kib=(
             (marks["rss_connected"] - marks["rss_before"]) / 1024 / connected if connected else None
         ),

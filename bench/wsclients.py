@@ -10,12 +10,13 @@ acknowledges them (``{"type": "ack", "seq": n}``) every ``ack_interval`` seconds
    every client has had its turn the process writes ``ready_file``.
 2. The harness, once every process is ready, writes ``control_file``: the measured window
    (``measure_from`` → ``measure_to``; receipts count until ``record_to`` so frames published
-   at the end of the window still arrive), ``storm_at`` and ``end_at``. Every vitals frame
+   at the end of the window still arrive), ``storms`` and ``end_at``. Every vitals frame
    received in the window is timestamped; its readings (bed, observed_at ms) are parsed once per
    process, not once per client.
-3. ``storm_at`` (optional): every client drops its connection at once (TCP abort, as on a
-   network failure) and reconnects at a random moment of the next ``storm_window`` seconds
-   with ``?last_seq=<last contiguous seq>``; what it gets back (replay or snapshot) is counted.
+3. At each time of ``storms`` (none, one or several): every client drops its connection at
+   once (TCP abort, as on a network failure) and reconnects at a random moment of the next
+   ``storm_window`` seconds with ``?last_seq=<last contiguous seq>``; what it gets back (replay
+   or snapshot) is counted, every storm's in the one "storm" phase.
 4. ``end_at``: every client closes normally (1000) and the process writes its result.
 
 Every wait is bounded (``control_deadline``, the handshake timeout), every retry by ``ATTEMPTS``.
@@ -82,7 +83,7 @@ class Window:
     measure_from: float = float("inf")
     measure_to: float = float("inf")
     record_to: float = float("inf")
-    storm_at: float | None = None
+    storms: list[float] = field(default_factory=list)
     end_at: float = float("inf")
 
 
@@ -303,12 +304,12 @@ class Dashboards:
         await self._connect(client, "initial", gate)
         await self.window_known.wait()
         window = self.window
-        if window.storm_at is not None:
-            await asyncio.sleep(max(0.0, window.storm_at - time.time()))
+        for storm_at in window.storms:
+            await asyncio.sleep(max(0.0, storm_at - time.time()))
             if client.ws is not None:
                 client.dropping = True
                 client.ws.abort()
-            await asyncio.sleep(max(0.0, window.storm_at + self._storm_offset() - time.time()))
+            await asyncio.sleep(max(0.0, storm_at + self._storm_offset() - time.time()))
             await self._connect(client, "storm", None)
         await asyncio.sleep(max(0.0, window.end_at - time.time()))
         ws = client.ws

@@ -28,7 +28,7 @@ from monitoring.asgi import DeviceIngestApplication, send_json  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
 
-collector_tune(settings.GC_THRESHOLDS)
+collector_tune(settings.GC_THRESHOLDS, settings.GC_FULL_COLLECTION_SECONDS)
 
 INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()

@@ -18,14 +18,16 @@ app.autodiscover_tasks()
 
 
 @signals.worker_init.connect
+@signals.worker_process_init.connect
 def _collector_tune(**kwargs: Any) -> None:
-    """The collector's pace of the server processes (config/collector.py); prefork's pool
-    processes are forked from this one and keep it."""
+    """The collector's pace of the server processes (config/collector.py), in the worker and
+    in each process of its pool (forked: the thresholds are inherited, the clock's thread is
+    not)."""
     from django.conf import settings
 
     from config.collector import collector_tune
 
-    collector_tune(settings.GC_THRESHOLDS)
+    collector_tune(settings.GC_THRESHOLDS, settings.GC_FULL_COLLECTION_SECONDS)
 
 
 @signals.task_failure.connect
