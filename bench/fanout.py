@@ -96,7 +96,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "dashboards on a daphne",
     )
     add("--client-procs", type=int, help="client processes (default: one per 1,000 clients)")
-    add("--profile", action="store_true", help=f"py-spy daphne during the {TARGET_CLIENTS} step")
+    add(
+        "--profile",
+        action="store_true",
+        help=f"py-spy the daphne holding the sockets during the {TARGET_CLIENTS} step",
+    )
     add(
         "--profile-ramp",
         action="store_true",
@@ -127,8 +131,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not 1 <= args.samples_per_frame <= 200:
         parser.error("--samples-per-frame 1..200")
     args.connect_budget_base = 30.0
-    if not 1 <= args.storms <= 30:
-        parser.error("--storms 1..30")
+    if not 1 <= args.storms <= 30 or (args.storms > 1 and args.storm_window == 0):
+        parser.error("--storms 1..30, and more than one needs a --storm-window")
+    if args.measure + args.storms * (args.storm_window + args.settle) > 3000:
+        # The clients' own bound on a run is an hour past the ramp (bench/wsclients.py).
+        parser.error("--measure + --storms × (--storm-window + --settle) is at most 3000 s")
     if not 0.2 <= args.ack_interval <= 30 or args.storm_window < 0 or args.settle < 0:
         parser.error("--ack-interval 0.2..30 s; --storm-window and --settle at least 0")
     if args.client_procs is not None and not 1 <= args.client_procs <= 16:

@@ -101,7 +101,7 @@ class Schedule:
         self.storms = [self.record_to + i * period for i in range(count)]
         self.end_at = self.record_to + (period * count if count else 1)
 
-    def window(self) -> dict[str, float | None]:
+    def window(self) -> dict[str, float | list[float]]:
         return {
             "measure_from": self.measure_from,
             "measure_to": self.measure_to,
@@ -290,7 +290,7 @@ def fanout_run(
         marks["fds_before"] = sockets_server.num_fds()
         if profile_ramp:
             profiler = Profiler(
-                pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=16
+                pid=sockets_server.pid, stem=f"fanout-{harness.stamp}-{clients}-ramp", seconds=16
             ).start()
         ready_at = ramp_wait(started, schedule)
         marks["ramp_seconds"] = (ready_at or time.time()) - schedule.connect_at
@@ -319,7 +319,9 @@ def fanout_run(
         busy_start = machine_busy_seconds()
         if profile and profiler is None:
             profiler = Profiler(
-                pid=daphne.pid, stem=f"fanout-{harness.stamp}-{clients}", seconds=args.measure
+                pid=sockets_server.pid,
+                stem=f"fanout-{harness.stamp}-{clients}",
+                seconds=args.measure,
             ).start()
         _sleep_until(schedule.measure_to)
         cpu: dict[str, float] = Counter()

@@ -80,6 +80,12 @@ class Harness:
             "cpus": psutil.cpu_count(),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "load_average_before": list(self.load_before),
+            # Set in the shell, these change what the servers do (config/collector.py).
+            "collector_environment": {
+                name: os.environ[name]
+                for name in ("GC_THRESHOLDS", "GC_FULL_COLLECTION_SECONDS")
+                if name in os.environ
+            },
         }
 
     def header(self, title: str, repeat: int) -> str:

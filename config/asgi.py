@@ -22,13 +22,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from config.collector import collector_tune  # noqa: E402
+from config.collector import FullCollectionClock, collector_tune  # noqa: E402
 from config.observability import RequestIdMiddleware  # noqa: E402
 from monitoring.asgi import DeviceIngestApplication, send_json  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
 
-collector_tune(settings.GC_THRESHOLDS, settings.GC_FULL_COLLECTION_SECONDS)
+collector_tune(settings.GC_THRESHOLDS)
 
 INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()
@@ -42,15 +42,18 @@ async def http_application(scope: dict, receive: object, send: object) -> None:
         await django_asgi_app(scope, receive, send)
 
 
-application = RequestIdMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": http_application,
-            "websocket": AllowedHostsOriginValidator(
-                DashboardAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
-        }
-    )
+application = FullCollectionClock(
+    RequestIdMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": http_application,
+                "websocket": AllowedHostsOriginValidator(
+                    DashboardAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                ),
+            }
+        )
+    ),
+    every=settings.GC_FULL_COLLECTION_SECONDS,
 )
 
 
@@ -82,6 +85,9 @@ async def websocket_refused(scope: dict, receive: Any, send: Any) -> None:
 # dashboards (or their reconnect storm) took the event loop the devices' requests wait on:
 # acknowledgements fell up to a minute behind on a saturated 2-core node (bench fanout,
 # docs/scaling.md).
-ingest_application = RequestIdMiddleware(
-    ProtocolTypeRouter({"http": ingest_http_application, "websocket": websocket_refused})
+ingest_application = FullCollectionClock(
+    RequestIdMiddleware(
+        ProtocolTypeRouter({"http": ingest_http_application, "websocket": websocket_refused})
+    ),
+    every=settings.GC_FULL_COLLECTION_SECONDS,
 )

@@ -21,13 +21,30 @@ app.autodiscover_tasks()
 @signals.worker_process_init.connect
 def _collector_tune(**kwargs: Any) -> None:
     """The collector's pace of the server processes (config/collector.py), in the worker and
-    in each process of its pool (forked: the thresholds are inherited, the clock's thread is
-    not)."""
+    in each process of its pool."""
     from django.conf import settings
 
     from config.collector import collector_tune
 
-    collector_tune(settings.GC_THRESHOLDS, settings.GC_FULL_COLLECTION_SECONDS)
+    global _in_worker
+    _in_worker = True
+    collector_tune(settings.GC_THRESHOLDS)
+
+
+_in_worker = False
+
+
+@signals.task_postrun.connect
+def _full_collection_if_due(**kwargs: Any) -> None:
+    """The clock of full collections (config/collector.py), between tasks, in the process
+    that ran them; not in tasks run eagerly inside a web process (the embedded demo), whose
+    own clock runs on its event loop."""
+    from django.conf import settings
+
+    from config.collector import full_collection_if_due
+
+    if _in_worker and settings.GC_FULL_COLLECTION_SECONDS is not None:
+        full_collection_if_due(settings.GC_FULL_COLLECTION_SECONDS)
 
 
 @signals.task_failure.connect

@@ -302,10 +302,12 @@ VITALS_PUSH_INTERVAL_SECONDS: float = env.float("VITALS_PUSH_INTERVAL_SECONDS", 
 GC_THRESHOLDS: tuple[int, int, int] | None = thresholds_parse(
     env.str("GC_THRESHOLDS", default=",".join(map(str, THRESHOLDS_DEFAULT)))
 )
-# With those thresholds, a full collection every this many seconds (config/collector.py).
-GC_FULL_COLLECTION_SECONDS: float = env.float("GC_FULL_COLLECTION_SECONDS", default=60.0)
-if not 1.0 <= GC_FULL_COLLECTION_SECONDS <= 3600.0:
+# With those thresholds, a full collection every this many seconds (config/collector.py);
+# None with CPython's, which need no clock.
+_gc_full_every: float = env.float("GC_FULL_COLLECTION_SECONDS", default=60.0)
+if not 1.0 <= _gc_full_every <= 3600.0:
     raise ImproperlyConfigured("GC_FULL_COLLECTION_SECONDS must be between 1 and 3600")
+GC_FULL_COLLECTION_SECONDS: float | None = _gc_full_every if GC_THRESHOLDS is not None else None
 
 # Prometheus metrics (/metrics): from these networks, or with "Authorization: Bearer <token>".
 METRICS_ALLOWED_NETWORKS: list[str] = env.list(

@@ -1,16 +1,21 @@
-"""The server processes run with the collector's thresholds from the settings
-(config/collector.py): checked in fresh interpreters that load the ASGI application as daphne
-and uvicorn do, and start a Celery worker's initialisation as ``celery worker`` does."""
+"""The server processes run the collector at the settings' pace (config/collector.py): the
+thresholds in fresh interpreters that load the ASGI application as daphne and uvicorn do, or
+initialise a Celery worker as ``celery worker`` does; the clock of full collections in a real
+daphne and a real uvicorn (read off their /metrics) and between a pool process's tasks."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 from tests.config.test_settings_safety import ROOT, SAFE
+from tests.processes import asgi_serving, child_process_environment
 
 ASGI = "import gc, config.asgi; print(*gc.get_threshold())"
 CELERY = (
@@ -18,49 +23,35 @@ CELERY = (
     "from config.celery import app; print(*gc.get_threshold()); "
     "signals.worker_init.send(sender=None); print(*gc.get_threshold())"
 )
-# Cyclic garbage that only a full collection frees (the automatic ones are kept far away by
-# the thresholds), then a forked child like a prefork pool process.
-CLOCK = """
-import gc, os, threading, time, weakref
-import config.asgi
+# A cycle in the oldest generation, which only a full collection frees (the thresholds keep
+# CPython's own full collections away), and the tasks of a pool process around it.
+CELERY_CLOCK = """
+import gc, threading, time, weakref, django
+django.setup()
+from celery import signals
+from config.celery import app
 
 class Node:
     pass
-
-def clock_running():
-    return any(t.name == "gc-full-collections" for t in threading.enumerate())
 
 freed = threading.Event()
 node = Node()
 node.self = node
 weakref.finalize(node, freed.set)
-gc.collect()  # what is left of the start-up, so the cycle is on its own
-node = Node()
-node.self = node
-weakref.finalize(node, freed.set)
-del node
-print("running", clock_running())
-print("freed", freed.wait(10))
+gc.collect()  # the node is alive: it moves to the oldest generation
+del node  # now a cycle there that nothing else reaches
+signals.task_postrun.send(sender=None)
+time.sleep(1.2)
+signals.task_postrun.send(sender=None)
+print("eager", freed.is_set())  # not a worker: tasks run eagerly in a web process
+signals.worker_process_init.send(sender=None)
+signals.task_postrun.send(sender=None)  # the clock starts
+print("started", freed.is_set())
+time.sleep(1.2)
+signals.task_postrun.send(sender=None)  # and is due
+print("due", freed.is_set())
 """
-CELERY_CHILD = """
-import os, threading, django
-django.setup()
-from celery import signals
-from config.celery import app
-
-def clock_running():
-    return any(t.name == "gc-full-collections" for t in threading.enumerate())
-
-signals.worker_init.send(sender=None)
-print("worker", clock_running(), flush=True)
-pid = os.fork()
-if pid == 0:
-    before = clock_running()
-    signals.worker_process_init.send(sender=None)
-    print("child", before, clock_running(), flush=True)
-    os._exit(0)
-os.waitpid(pid, 0)
-"""
+CLOCK_ENVIRONMENT = {"GC_THRESHOLDS": "1000000,100,100", "GC_FULL_COLLECTION_SECONDS": "1"}
 
 
 def _run(code: str, **overrides: str) -> subprocess.CompletedProcess[str]:
@@ -81,6 +72,17 @@ def _run(code: str, **overrides: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _cpythons_thresholds() -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", "import gc; print(*gc.get_threshold())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.split()
+
+
 def test_it_sets_the_default_thresholds_in_the_asgi_servers() -> None:
     result = _run(ASGI)
     assert result.returncode == 0, result.stderr
@@ -96,37 +98,24 @@ def test_it_takes_the_thresholds_from_the_environment() -> None:
 def test_it_keeps_cpythons_own_when_told_default() -> None:
     result = _run(ASGI, GC_THRESHOLDS="default")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["700", "10", "10"]  # CPython 3.11's
+    assert result.stdout.split() == _cpythons_thresholds()
 
 
 def test_it_sets_them_when_a_celery_worker_starts() -> None:
     result = _run(CELERY, GC_THRESHOLDS="3000,11,9")
     assert result.returncode == 0, result.stderr
     before, after = result.stdout.splitlines()
-    assert before.split() == ["700", "10", "10"]  # importing the app alone changes nothing
+    assert before.split() == _cpythons_thresholds()  # importing the app alone changes nothing
     assert after.split() == ["3000", "11", "9"]
 
 
-def test_it_frees_cycles_of_the_old_generation_on_its_clock() -> None:
-    result = _run(CLOCK, GC_THRESHOLDS="1000000,100,100", GC_FULL_COLLECTION_SECONDS="1")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["running", "True", "freed", "True"]
-
-
-def test_it_runs_no_clock_with_cpythons_thresholds() -> None:
-    result = _run(
-        "import threading, config.asgi; "
-        "print(any(t.name == 'gc-full-collections' for t in threading.enumerate()))",
-        GC_THRESHOLDS="default",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False"]
-
-
-def test_it_starts_the_clock_again_in_each_process_of_a_celery_pool() -> None:
-    result = _run(CELERY_CHILD)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["worker True", "child False True"]
+@pytest.mark.parametrize(
+    "value", ["0,10,10", "50000,20", "many,10,10", "-1,2,3", "", "50000,20,99999999999"]
+)
+def test_it_refuses_a_value_that_would_stop_or_confuse_the_collector(value: str) -> None:
+    result = _run(ASGI, GC_THRESHOLDS=value)
+    assert result.returncode != 0
+    assert "GC_THRESHOLDS must be three integers" in result.stderr
 
 
 @pytest.mark.parametrize("seconds", ["0", "-5", "7200"])
@@ -136,8 +125,36 @@ def test_it_refuses_a_clock_out_of_bounds(seconds: str) -> None:
     assert "GC_FULL_COLLECTION_SECONDS must be between 1 and 3600" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["0,10,10", "50000,20", "many,10,10", "-1,2,3", ""])
-def test_it_refuses_a_value_that_would_stop_or_confuse_the_collector(value: str) -> None:
-    result = _run(ASGI, GC_THRESHOLDS=value)
-    assert result.returncode != 0
-    assert "GC_THRESHOLDS must be three positive integers" in result.stderr
+def test_it_runs_full_collections_between_a_pool_processs_tasks() -> None:
+    result = _run(CELERY_CLOCK, **CLOCK_ENVIRONMENT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["eager False", "started False", "due True"]
+
+
+def _full_collections(url: str) -> int:
+    metrics = httpx.get(f"{url}/metrics", timeout=10)
+    assert metrics.status_code == 200, metrics.text
+    match = re.search(r'^python_gc_collections_total\{generation="2"\} (\S+)$', metrics.text, re.M)
+    assert match is not None, "no collection counts in /metrics"
+    return int(float(match.group(1)))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("server", "application"),
+    [("daphne", "config.asgi:application"), ("uvicorn", "config.asgi:ingest_application")],
+)
+def test_it_runs_full_collections_on_the_servers_clock(server: str, application: str) -> None:
+    """With thresholds that keep CPython's own full collections away, the count of full
+    collections grows with the clock (1 s here) once the server has had a request."""
+    with asgi_serving(
+        application,
+        ready_path="/healthz",
+        environment=child_process_environment(CELERY_BROKER_URL="", **CLOCK_ENVIRONMENT),
+        server_program=server,
+    ) as url:
+        first = _full_collections(url)
+        deadline = time.monotonic() + 20
+        while _full_collections(url) < first + 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _full_collections(url) >= first + 2
