@@ -14,8 +14,8 @@ import time
 import httpx
 import pytest
 
-from tests.config.test_settings_safety import ROOT, SAFE
-from tests.processes import asgi_serving, child_process_environment
+from tests.config.test_settings_safety import SAFE
+from tests.processes import asgi_serving, child_process_environment, python_code_run
 
 ASGI = "import gc, config.asgi; print(*gc.get_threshold())"
 CELERY = (
@@ -61,15 +61,7 @@ def _run(code: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         if k not in SAFE and k not in {"GC_THRESHOLDS", "GC_FULL_COLLECTION_SECONDS"}
     }
     environment |= SAFE | overrides | {"DJANGO_SETTINGS_MODULE": "config.settings"}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python_code_run(code, environment=environment)
 
 
 def _cpythons_thresholds() -> list[str]:

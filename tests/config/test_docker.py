@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import tomllib
 from functools import cache
@@ -30,6 +29,8 @@ import yaml
 from celery.bin.celery import celery as celery_cli
 from django.core.management import get_commands
 from django.urls import resolve
+
+from tests.processes import python_code_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -225,15 +226,7 @@ def test_it_gives_each_portal_process_the_settings_it_needs(name: str, tmp_path:
         "import django; django.setup()\n"
         "from django.conf import settings as s; print(s.PORTAL_MODE, s.DEBUG)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python_code_run(code, environment=environment)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == [environment["PORTAL_MODE"], "False"]
 

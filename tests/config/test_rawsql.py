@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from alerts.models import PatientAlertState
 from config.rawsql import row_insert, rows_update
 from tests import factories
+from tests.processes import python_code_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
@@ -105,15 +104,7 @@ def test_it_splits_the_update_where_sqlite_limits_parameters(tmp_path: Path) -> 
         REDIS_URL="",
         LOG_LEVEL="WARNING",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", SQLITE_SCRIPT],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = python_code_run(SQLITE_SCRIPT, environment=environment, timeout=120)
     assert result.returncode == 0, result.stderr
     statements, correct = result.stdout.split()
     assert int(statements) == 4  # 76 rows of 13 parameters fit in 999

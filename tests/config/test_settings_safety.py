@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.processes import python_code_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFE = {
@@ -32,14 +33,8 @@ def _start(**overrides: str | None) -> subprocess.CompletedProcess[str]:
         else:
             environment[key] = value
     environment["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return python_code_run(
+        "import django; django.setup(); print('started')", environment=environment
     )
 
 
@@ -102,15 +97,7 @@ def test_it_runs_the_embedded_demo_without_any_server() -> None:
         if k not in SAFE and k not in {"SECRET_KEY_FILE", "CELERY_BROKER_URL"}
     }
     environment |= {"PORTAL_MODE": "development", "DJANGO_SETTINGS_MODULE": "config.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python_code_run(code, environment=environment)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
