@@ -37,9 +37,10 @@ def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...
     return f"UPDATE {table} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608 - names from model metadata
 
 
-def _adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
+def _adapted(
+    model: type[Model], names: Sequence[str], values: Sequence[Any], database: BaseDatabaseWrapper
+) -> list[Any]:
     meta = model._meta
-    database = _database(model)
     return [
         meta.get_field(name).get_db_prep_save(value, database)
         for name, value in zip(names, values, strict=True)
@@ -52,7 +53,7 @@ def row_insert(model: type[Model], **values: Any) -> int:
     database = _database(model)
     sql = _statement(database.vendor, "insert", model, names)
     with database.cursor() as cursor:
-        cursor.execute(sql, _adapted(model, names, list(values.values())))
+        cursor.execute(sql, _adapted(model, names, list(values.values()), database))
         return int(database.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column))
 
 
@@ -60,10 +61,10 @@ def rows_insert(model: type[Model], names: Sequence[str], rows: Iterable[Sequenc
     """INSERT rows of ``model``, each the values of the fields ``names`` (names or attnames),
     with one ``executemany`` (one multi-row INSERT on MySQL)."""
     names = tuple(names)
-    params = [_adapted(model, names, values) for values in rows]
+    database = _database(model)
+    params = [_adapted(model, names, values, database) for values in rows]
     if not params:
         return
-    database = _database(model)
     with database.cursor() as cursor:
         cursor.executemany(_statement(database.vendor, "insert", model, names), params)
 
@@ -82,20 +83,23 @@ def rows_update(
     names = tuple(names)
     if not rows:
         return
-    limit = _database(model).features.max_query_params
+    database = _database(model)
+    limit = database.features.max_query_params
     per_statement = len(rows) if limit is None else max(1, limit // (2 * len(names) + 1))
     for start in range(0, len(rows), per_statement):
-        _rows_update(model, names, rows[start : start + per_statement])
+        _rows_update(model, names, rows[start : start + per_statement], database)
 
 
 def _rows_update(
-    model: type[Model], names: tuple[str, ...], rows: list[tuple[Any, Sequence[Any]]]
+    model: type[Model],
+    names: tuple[str, ...],
+    rows: list[tuple[Any, Sequence[Any]]],
+    database: BaseDatabaseWrapper,
 ) -> None:
-    database = _database(model)
     if len(rows) == 1:
         [(pk, values)] = rows
         sql = _statement(database.vendor, "update", model, names)
-        params = [*_adapted(model, names, values), pk]
+        params = [*_adapted(model, names, values, database), pk]
     else:
         meta = model._meta
         quote = database.ops.quote_name
@@ -106,7 +110,7 @@ def _rows_update(
         )
         keys = ", ".join(["%s"] * len(rows))
         sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {key} IN ({keys})"  # noqa: S608 - names from model metadata
-        adapted = [_adapted(model, names, values) for _, values in rows]
+        adapted = [_adapted(model, names, values, database) for _, values in rows]
         params = [
             param
             for column in range(len(names))
