@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 
 import httpx
@@ -65,13 +64,9 @@ def _run(code: str, **overrides: str) -> subprocess.CompletedProcess[str]:
 
 
 def _cpythons_thresholds() -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", "import gc; print(*gc.get_threshold())"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    # An empty environment: nothing of this project's, nor a PYTHON* variable, is loaded.
+    result = python_code_run("import gc; print(*gc.get_threshold())", environment={})
+    assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
 
