@@ -34,6 +34,16 @@ def _collector_tune(**kwargs: Any) -> None:
 _in_worker = False
 
 
+@signals.worker_init.connect
+def _sends_loop_enable(**kwargs: Any) -> None:
+    """Alert events leave each worker process on one long-lived loop, with its Redis
+    connections, instead of a new loop and new connections per event (monitoring/events.py).
+    Each process of the pool starts its own loop at its first send."""
+    from monitoring.events import sends_loop_enable
+
+    sends_loop_enable()
+
+
 @signals.task_postrun.connect
 def _full_collection_if_due(**kwargs: Any) -> None:
     """The clock of full collections (config/collector.py), between tasks, in the process

@@ -20,6 +20,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,8 +44,47 @@ R = TypeVar("R")
 SEND_TIMEOUT_SECONDS = 2.0
 # The loop of this process's ASGI server, when it has one: events produced on other threads
 # of the same process (writer threads, in-process tasks of the embedded demo) are handed to
-# it, because the in-memory channel layer is not thread-safe.
+# it, because the in-memory channel layer is not thread-safe. With the process that set it
+# (a forked child inherits the variable but not the thread running the loop).
 _home_loop: asyncio.AbstractEventLoop | None = None
+_home_pid = 0
+# Processes without a server loop (Celery's) may get a loop of their own for their sends.
+_sends_loop_enabled = False
+_sends: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sends_lock = threading.Lock()
+
+
+def _home_set() -> None:
+    global _home_loop, _home_pid
+    _home_loop = asyncio.get_running_loop()
+    _home_pid = os.getpid()
+
+
+def sends_loop_enable() -> None:
+    """Send this process's channel-layer messages from synchronous code (alert events, session
+    endings) on one long-lived event loop, on a daemon thread started at the first send (in
+    each process: a forked child starts its own).
+
+    For processes without an ASGI server, i.e. Celery's. Without it every send ran on a new
+    loop (asgiref's ``async_to_sync``): the channel layer and the ward log opened new Redis
+    connections for each loop, and the ward log's client of each dead loop kept its socket,
+    so a worker leaked a file descriptor per alert event until it could open no more. Not
+    for server processes: their sends belong on the server's loop.
+    """
+    global _sends_loop_enabled
+    _sends_loop_enabled = True
+
+
+def _sends_loop() -> asyncio.AbstractEventLoop | None:
+    global _sends
+    if not _sends_loop_enabled:
+        return None
+    with _sends_lock:
+        if _sends is None or _sends[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-sends", daemon=True).start()
+            _sends = (os.getpid(), loop)
+        return _sends[1]
 
 
 def ward_group_name(ward_code: str) -> str:
@@ -58,8 +99,7 @@ def user_group_name(user_id: int) -> str:
 
 async def ward_event_send(ward_code: str, event: dict[str, Any]) -> int | None:
     """Number ``event`` and send it to the ward's dashboards; return its seq (None: failed)."""
-    global _home_loop
-    _home_loop = asyncio.get_running_loop()
+    _home_set()
     try:
         seq = await async_ward_log.append(ward_code, event)
         text = json.dumps({**event, "seq": seq}, separators=(",", ":"))
@@ -87,9 +127,13 @@ def ward_event_decode(message: dict[str, Any]) -> dict[str, Any]:
 
 def _run_sync(make: Callable[[], Coroutine[Any, Any, R]]) -> R | None:
     """Run a coroutine from synchronous code, on this process's server loop when there is one
-    (the in-memory channel layer is not thread-safe), else on a loop of its own."""
-    loop = _home_loop
-    if loop is not None and loop.is_running():
+    (the in-memory channel layer is not thread-safe), else on the process's sends loop when
+    enabled (``sends_loop_enable``), else on a loop of its own."""
+    loop = _home_loop if _home_pid == os.getpid() else None
+    if loop is None or not loop.is_running():
+        # (A new sends loop may not be running yet: the coroutine waits in its queue.)
+        loop = _sends_loop()
+    if loop is not None:
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -116,8 +160,7 @@ def ward_event_send_sync(ward_code: str, event: dict[str, Any]) -> int | None:
 
 async def user_message_send(user_id: int, message: dict[str, Any]) -> bool:
     """Tell one user's open dashboards something (``message["type"]`` names the handler)."""
-    global _home_loop
-    _home_loop = asyncio.get_running_loop()
+    _home_set()
     try:
         group = user_group_name(user_id)
         await asyncio.wait_for(
