@@ -35,6 +35,7 @@ _in_worker = False
 
 
 @signals.worker_init.connect
+@signals.worker_process_init.connect
 def _sends_loop_enable(**kwargs: Any) -> None:
     """Alert events leave each worker process on one long-lived loop, with its Redis
     connections, instead of a new loop and new connections per event (monitoring/events.py).

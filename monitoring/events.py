@@ -50,7 +50,7 @@ _home_loop: asyncio.AbstractEventLoop | None = None
 _home_pid = 0
 # Processes without a server loop (Celery's) may get a loop of their own for their sends.
 _sends_loop_enabled = False
-_sends: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sends: tuple[int, threading.Thread, asyncio.AbstractEventLoop] | None = None
 _sends_lock = threading.Lock()
 
 
@@ -80,11 +80,12 @@ def _sends_loop() -> asyncio.AbstractEventLoop | None:
     if not _sends_loop_enabled:
         return None
     with _sends_lock:
-        if _sends is None or _sends[0] != os.getpid():
+        if _sends is None or _sends[0] != os.getpid() or not _sends[1].is_alive():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="channel-sends", daemon=True).start()
-            _sends = (os.getpid(), loop)
-        return _sends[1]
+            thread = threading.Thread(target=loop.run_forever, name="channel-sends", daemon=True)
+            thread.start()
+            _sends = (os.getpid(), thread, loop)
+        return _sends[2]
 
 
 def ward_group_name(ward_code: str) -> str:
@@ -101,15 +102,15 @@ async def ward_event_send(ward_code: str, event: dict[str, Any]) -> int | None:
     """Number ``event`` and send it to the ward's dashboards; return its seq (None: failed)."""
     _home_set()
     try:
-        seq = await async_ward_log.append(ward_code, event)
-        text = json.dumps({**event, "seq": seq}, separators=(",", ":"))
-        group = ward_group_name(ward_code)
-        await asyncio.wait_for(
-            get_channel_layer().group_send(
+        # One budget for numbering and sending: a send given up on must not finish later,
+        # after the next event of its ward (dashboards keep an alert's highest seq).
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            seq = await async_ward_log.append(ward_code, event)
+            text = json.dumps({**event, "seq": seq}, separators=(",", ":"))
+            group = ward_group_name(ward_code)
+            await get_channel_layer().group_send(
                 group, {"type": "ward.event", "group": group, "seq": seq, "text": text}
-            ),
-            SEND_TIMEOUT_SECONDS,
-        )
+            )
     except Exception:
         # Redis down or slow: the data is safe in MariaDB and dashboards resync on reconnect;
         # losing this push must not touch the path that produced it.
@@ -142,11 +143,19 @@ def _run_sync(make: Callable[[], Coroutine[Any, Any, R]]) -> R | None:
             future = asyncio.run_coroutine_threadsafe(make(), loop)
             try:
                 return future.result(timeout=SEND_TIMEOUT_SECONDS * 2)
-            except Exception:
+            except TimeoutError:
+                # The coroutines give up after SEND_TIMEOUT_SECONDS and count that themselves;
+                # this is a loop too busy (or gone) to run them at all. Only the timeout is
+                # caught: Celery's soft time limit, raised here, must reach the task.
+                future.cancel()
                 LIVE_PUSH_FAILURES.inc()
-                logger.warning("push to the channel layer failed", exc_info=True)
+                logger.warning("the channel layer's loop did not run a push in time")
                 return None
 
+    # No loop of ours. In a server's worker thread asgiref runs the call on the server's
+    # loop. Anywhere else (a management command, a script) it makes a new loop per call, and
+    # the ward log keeps each loop's Redis client open: a socket per call for the life of the
+    # process, which is why long-lived processes without a server enable the sends loop.
     async def run() -> R:
         return await make()
 
@@ -163,10 +172,8 @@ async def user_message_send(user_id: int, message: dict[str, Any]) -> bool:
     _home_set()
     try:
         group = user_group_name(user_id)
-        await asyncio.wait_for(
-            get_channel_layer().group_send(group, {**message, "group": group}),
-            SEND_TIMEOUT_SECONDS,
-        )
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            await get_channel_layer().group_send(group, {**message, "group": group})
     except Exception:
         LIVE_PUSH_FAILURES.inc()
         logger.warning("message to a user's dashboards failed", exc_info=True)
