@@ -37,10 +37,7 @@ from monitoring.wardlog import async_ward_log
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
-# A reading waits up to VITALS_PUSH_INTERVAL_SECONDS (default 0.25) for its ward's next
-# vitals frame: the largest part of the "ingested → on a screen" latency (target p99 < 0.5 s).
-# Each open dashboard receives one frame per interval: halving it doubles daphne's fan-out
-# work (bench fanout), so it is a setting.
+# How long a send to a group (numbering included) may take before it is given up.
 SEND_TIMEOUT_SECONDS = 2.0
 # The loop of this process's ASGI server, when it has one: events produced on other threads
 # of the same process (writer threads, in-process tasks of the embedded demo) are handed to
@@ -253,6 +250,10 @@ class WardVitalsCoalescer:
 
     @property
     def interval(self) -> float:
+        # A reading waits up to VITALS_PUSH_INTERVAL_SECONDS (default 0.25) for its ward's next
+        # vitals frame: the largest part of the "ingested → on a screen" latency (target p99
+        # < 0.5 s). Each open dashboard receives one frame per interval: halving it doubles
+        # daphne's fan-out work (bench fanout), so it is a setting.
         if self._interval is not None:
             return self._interval
         return float(getattr(settings, "VITALS_PUSH_INTERVAL_SECONDS", 0.25))
