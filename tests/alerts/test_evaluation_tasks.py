@@ -27,6 +27,8 @@ from monitoring.ingestion import message_parse
 from monitoring.metrics import EVALUATION_REQUEST_FAILURES
 from monitoring.models import IngestMessage, token_digest
 from monitoring.services import device_token_issue, message_digest, observations_record
+from patients.models import Patient
+from patients.services import admission_discharge
 from tests import factories
 from tests.processes import post_spo2_series
 
@@ -343,3 +345,25 @@ async def test_it_evaluates_readings_stored_while_the_broker_was_down_once_it_is
     )()
     assert [name for name, _ in fired] == ["SpO2 below 90 %"]
     assert fired[0][1] == start + dt.timedelta(seconds=10)  # the reading's time, not the catch-up's
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_scores_news2_on_the_patients_own_spo2_scale_admitted_or_discharged_since() -> None:
+    """Scale 2 (hypercapnic respiratory failure) is the patient's setting, read with the bed
+    for an admitted patient and on its own for one discharged after the reading. SpO2 90 then
+    86 score 0 then 1 on scale 2 (3 and 3 on scale 1, where the second would write no row)."""
+    _, admission, _, token = _bedside()
+    Patient.objects.filter(pk=admission.patient_id).update(news2_spo2_scale2=True)
+    start = timezone.now() - dt.timedelta(seconds=30)
+    admitted = _post(token, "scale-admitted", start, 90)
+    assert messages_evaluate(message_pks=[admitted]) == 1
+    discharged = _post(token, "scale-discharged", start + dt.timedelta(seconds=1), 86)
+    admission_discharge(admission=admission)
+    assert messages_evaluate(message_pks=[discharged]) == 1
+
+    scores = list(
+        News2Score.objects.filter(patient_id=admission.patient_id)
+        .order_by("observed_at")
+        .values_list("observed_at", "scale", "total")
+    )
+    assert scores == [(start, 2, 0), (start + dt.timedelta(seconds=1), 2, 1)]
