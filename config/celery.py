@@ -19,30 +19,24 @@ app.autodiscover_tasks()
 
 @signals.worker_init.connect
 @signals.worker_process_init.connect
-def _collector_tune(**kwargs: Any) -> None:
-    """The collector's pace of the server processes (config/collector.py), in the worker and
-    in each process of its pool."""
+def _worker_process_setup(**kwargs: Any) -> None:
+    """What a worker process, and each process of its pool, sets up:
+    - the collector's pace of the server processes (config/collector.py);
+    - one long-lived loop for its alert events and their Redis connections, instead of a new
+      loop and new connections per event (monitoring/events.py); each process of the pool
+      starts its own at its first send."""
     from django.conf import settings
 
     from config.collector import collector_tune
+    from monitoring.events import sends_loop_enable
 
     global _in_worker
     _in_worker = True
     collector_tune(settings.GC_THRESHOLDS)
+    sends_loop_enable()
 
 
 _in_worker = False
-
-
-@signals.worker_init.connect
-@signals.worker_process_init.connect
-def _sends_loop_enable(**kwargs: Any) -> None:
-    """Alert events leave each worker process on one long-lived loop, with its Redis
-    connections, instead of a new loop and new connections per event (monitoring/events.py).
-    Each process of the pool starts its own loop at its first send."""
-    from monitoring.events import sends_loop_enable
-
-    sends_loop_enable()
 
 
 @signals.task_postrun.connect

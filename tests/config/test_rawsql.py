@@ -15,7 +15,6 @@ from config.rawsql import row_insert, rows_update
 from tests import factories
 from tests.processes import python_code_run
 
-ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests.processes import python_code_run
 
-ROOT = Path(__file__).resolve().parents[2]
 SAFE = {
     "PORTAL_MODE": "production",
     "DEBUG": "false",
