@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connections, router
+from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
 from config.observability import request_id
 from config.rawsql import rows_insert
-from patients.models import AccessLog, ApiToken
+from patients.models import AccessLog, Admission, ApiToken, Bed, Ward
 
 
 def client_address(request: HttpRequest | None) -> str | None:
@@ -73,4 +76,54 @@ def access_record(
         AccessLog,
         _ACCESS_COLUMNS,
         [(at, patient, *common) for patient in dict.fromkeys(patient_ids)],
+    )
+
+
+def access_record_ward(
+    *, user: Any, ward_code: str, action: str, resource: str = "", address: str | None = None
+) -> None:
+    """Append one access-log row for each patient admitted to the ward now: one
+    ``INSERT … SELECT``, with no row passing through Python.
+
+    For a dashboard subscription, which reads every patient on the ward and is recorded on
+    every connect (a reconnect storm records a thousand in ten seconds): reading the
+    admissions through the ORM and inserting their rows cost ~1.1 ms of CPU per connect.
+    The values are adapted by their fields as in ``access_record``.
+    """
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    database = connections[router.db_for_write(AccessLog)]
+    values = [
+        AccessLog._meta.get_field(name).get_db_prep_save(value, database)
+        for name, value in (
+            ("at", timezone.now()),
+            ("user_id", user_id),
+            ("action", action),
+            ("resource", resource[:200]),
+            ("address", address),
+            ("request_id", request_id.get()[:64]),
+        )
+    ]
+    with database.cursor() as cursor:
+        cursor.execute(_ward_access_insert_sql(database.vendor), [*values, ward_code])
+
+
+@functools.cache
+def _ward_access_insert_sql(vendor: str) -> str:
+    database = connections[router.db_for_write(AccessLog)]
+    q = database.ops.quote_name
+
+    def c(model: type[Model], alias: str, field: str) -> str:
+        return f"{alias}.{q(model._meta.get_field(field).column)}"
+
+    columns = ", ".join(q(AccessLog._meta.get_field(name).column) for name in _ACCESS_COLUMNS)
+    # In _ACCESS_COLUMNS' order: at, patient, user, token (none), action, resource, address,
+    # request id. Ordered by patient so that the rows' ids do not depend on a plan.
+    return (
+        f"INSERT INTO {q(AccessLog._meta.db_table)} ({columns})"  # noqa: S608 - names from model metadata
+        f" SELECT %s, {c(Admission, 'a', 'patient')}, %s, NULL, %s, %s, %s, %s"
+        f" FROM {q(Admission._meta.db_table)} a"
+        f" JOIN {q(Bed._meta.db_table)} b ON {c(Bed, 'b', 'id')} = {c(Admission, 'a', 'bed')}"
+        f" JOIN {q(Ward._meta.db_table)} w ON {c(Ward, 'w', 'id')} = {c(Bed, 'b', 'ward')}"
+        f" WHERE {c(Ward, 'w', 'code')} = %s AND {c(Admission, 'a', 'discharged_at')} IS NULL"
+        f" ORDER BY {c(Admission, 'a', 'patient')}"
     )

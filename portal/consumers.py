@@ -27,8 +27,8 @@ from alerts.services import AlertActionRefused, alert_acknowledge
 from monitoring.events import user_group_name, ward_group_name
 from monitoring.metrics import OPEN_WEBSOCKETS
 from monitoring.wardlog import async_ward_log
-from patients.models import Ward
-from patients.selectors import ward_visible_to
+from patients.audit import access_record_ward
+from patients.selectors import WardVisibility, ward_visibility
 from portal.dbthreads import dashboard_db
 from portal.hub import dashboard_hub
 from portal.snapshot import ward_snapshot
@@ -189,10 +189,10 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         return refusal
 
     def _access_refusal(self) -> tuple[int, str, str] | None:
-        user = self.scope["user"]
-        if not Ward.objects.filter(code=self.ward_code).exists():
+        visibility = ward_visibility(user_id=self.scope["user"].pk, ward_code=self.ward_code)
+        if visibility is WardVisibility.UNKNOWN_WARD:
             return NOT_FOUND, "unknown_ward", "There is no such ward."
-        if ward_visible_to(user=user, ward_code=self.ward_code) is None:
+        if visibility is WardVisibility.HIDDEN:
             return FORBIDDEN, "access_revoked", "You do not have access to this ward."
         return None
 
@@ -213,14 +213,9 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
 
     def _audit_subscription(self) -> None:
         """A dashboard subscription reads every patient on the ward: one access row each."""
-        from patients.audit import access_record
-        from patients.models import Admission
-
-        access_record(
+        access_record_ward(
             user=self.scope["user"],
-            patient_ids=Admission.objects.filter(
-                bed__ward__code=self.ward_code, discharged_at__isnull=True
-            ).values_list("patient_id", flat=True),
+            ward_code=self.ward_code,
             action="dashboard.subscribe",
             resource=f"ws/wards/{self.ward_code}/",
             address=(self.scope.get("client") or [None])[0],

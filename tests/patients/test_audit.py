@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from patients.api_access import api_token_digest
-from patients.audit import access_record
+from patients.audit import access_record, access_record_ward
 from patients.models import AccessLog, ApiToken
 from patients.services import admission_create
 from tests import factories
@@ -90,6 +90,42 @@ def test_it_stores_an_access_row_as_the_orm_would() -> None:
     )
     assert row.resource == "r" * 200
     assert row.at is not None
+
+
+def test_it_records_each_patient_admitted_to_a_ward_in_one_statement_as_the_orm_would(
+    django_assert_num_queries: object,
+) -> None:
+    from patients.services import admission_discharge
+
+    ward, other_ward = factories.ward(), factories.ward()
+    admitted = [factories.admitted_patient(factories.bed(ward)) for _ in range(3)]
+    discharged = factories.admitted_patient(factories.bed(ward))
+    admission_discharge(admission=discharged)
+    factories.admitted_patient(factories.bed(other_ward))
+    reader = factories.clinician(ward)
+    access_record_ward(user=reader, ward_code=ward.code, action="warm-up")  # builds the SQL
+    with django_assert_num_queries(1):  # type: ignore[operator]
+        access_record_ward(
+            user=reader,
+            ward_code=ward.code,
+            action="dashboard.subscribe",
+            resource="ws/wards/" + "w" * 250,
+            address="10.0.0.7",
+        )
+    rows = list(AccessLog.objects.filter(action="dashboard.subscribe").order_by("patient_id"))
+    assert [row.patient_id for row in rows] == sorted(a.patient_id for a in admitted)
+    for row in rows:
+        assert (row.user_id, row.token_id, row.address) == (reader.pk, None, "10.0.0.7")
+        assert row.resource == ("ws/wards/" + "w" * 250)[:200]
+        assert row.at is not None and row.at.tzinfo is not None
+    # An empty address is stored as NULL, as the ORM stores it; a ward without patients adds
+    # nothing.
+    access_record_ward(user=reader, ward_code=ward.code, action="no-address", address="")
+    assert set(AccessLog.objects.filter(action="no-address").values_list("address", flat=True)) == {
+        None
+    }
+    access_record_ward(user=reader, ward_code=factories.ward().code, action="empty ward")
+    assert not AccessLog.objects.filter(action="empty ward").exists()
 
 
 def test_it_refuses_to_rewrite_the_access_log() -> None:
