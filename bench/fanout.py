@@ -106,6 +106,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"py-spy daphne for the first 16 s of the {TARGET_CLIENTS} dashboards connecting",
     )
+    add(
+        "--profile-storm",
+        action="store_true",
+        help=f"py-spy daphne during the first reconnect storm of {TARGET_CLIENTS}",
+    )
     add("--no-step-up", action="store_true", help="stop after the fixed steps")
     add("--quick", action="store_true", help="smoke test: 20 and 50 clients, short windows")
     add("--repeat", type=int, default=1, help="runs per step; the table shows medians")
@@ -513,6 +518,7 @@ def bench(args: argparse.Namespace) -> int:
                     repeat=repeat,
                     profile=args.profile and clients == TARGET_CLIENTS and repeat == 0,
                     profile_ramp=args.profile_ramp and clients == TARGET_CLIENTS and repeat == 0,
+                    profile_storm=args.profile_storm and clients == TARGET_CLIENTS and repeat == 0,
                 )
                 runs.append(run)
                 say(

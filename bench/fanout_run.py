@@ -221,6 +221,7 @@ def fanout_run(
     repeat: int,
     profile: bool,
     profile_ramp: bool = False,
+    profile_storm: bool = False,
 ) -> dict[str, Any]:
     from bench.hospital import bench_alert_state_clear, bench_readings_clear
     from monitoring.events import ward_group_name
@@ -337,6 +338,13 @@ def fanout_run(
         # for a full collection (config/collector.py), so several storms show whether it levels.
         marks["storm_rss"] = []
         for storm_at in schedule.storms:
+            if profile_storm and profiler is None:
+                _sleep_until(storm_at)
+                profiler = Profiler(
+                    pid=sockets_server.pid,
+                    stem=f"fanout-{harness.stamp}-{clients}-storm",
+                    seconds=args.storm_window + args.settle,
+                ).start()
             _sleep_until(storm_at + args.storm_window + args.settle - 0.5)
             marks["storm_rss"].append(_rss(sockets_server))
         _sleep_until(schedule.end_at - 0.5)

@@ -46,7 +46,9 @@ class RequestIdMiddleware:
                 }
             await send(message)
 
+        # A WebSocket's messages carry no headers to add the id to, and a dashboard's socket
+        # sends every ward frame through here: it gets the server's own send.
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             request_id.reset(token)
