@@ -7,6 +7,7 @@ from auditlog.models import LogEntry
 from django.test import Client
 from django.urls import reverse
 
+from config.observability import request_id
 from patients.api_access import api_token_digest
 from patients.audit import access_record, access_record_ward
 from patients.models import AccessLog, ApiToken
@@ -104,18 +105,23 @@ def test_it_records_each_patient_admitted_to_a_ward_in_one_statement_as_the_orm_
     factories.admitted_patient(factories.bed(other_ward))
     reader = factories.clinician(ward)
     access_record_ward(user=reader, ward_code=ward.code, action="warm-up")  # builds the SQL
-    with django_assert_num_queries(1):  # type: ignore[operator]
-        access_record_ward(
-            user=reader,
-            ward_code=ward.code,
-            action="dashboard.subscribe",
-            resource="ws/wards/" + "w" * 250,
-            address="10.0.0.7",
-        )
+    token = request_id.set("req-ward-audit")
+    try:
+        with django_assert_num_queries(1):  # type: ignore[operator]
+            access_record_ward(
+                user=reader,
+                ward_code=ward.code,
+                action="dashboard.subscribe",
+                resource="ws/wards/" + "w" * 250,
+                address="10.0.0.7",
+            )
+    finally:
+        request_id.reset(token)
     rows = list(AccessLog.objects.filter(action="dashboard.subscribe").order_by("patient_id"))
     assert [row.patient_id for row in rows] == sorted(a.patient_id for a in admitted)
     for row in rows:
         assert (row.user_id, row.token_id, row.address) == (reader.pk, None, "10.0.0.7")
+        assert row.request_id == "req-ward-audit"
         assert row.resource == ("ws/wards/" + "w" * 250)[:200]
         assert row.at is not None and row.at.tzinfo is not None
     # An empty address is stored as NULL, as the ORM stores it; a ward without patients adds

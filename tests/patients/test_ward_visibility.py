@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
 
 from patients.models import Ward
 from patients.selectors import WardVisibility, ward_visibility, ward_visible_to
@@ -20,10 +21,18 @@ def _permission(codename: str) -> Permission:
 def _users(assigned: Ward) -> dict[str, User]:
     all_wards = _permission("view_all_wards")
     other_permission = _permission("view_patient")
+    # The same codename in another app grants nothing here.
+    namesake = Permission.objects.create(
+        codename="view_all_wards",
+        name="A namesake in another app",
+        content_type=ContentType.objects.get_for_model(Group),
+    )
     group_all = Group.objects.create(name="all wards")
     group_all.permissions.add(all_wards)
     group_other = Group.objects.create(name="other permission")
     group_other.permissions.add(other_permission)
+    group_namesake = Group.objects.create(name="namesake")
+    group_namesake.permissions.add(namesake)
 
     users = {
         "superuser": factories.administrator(),
@@ -34,16 +43,27 @@ def _users(assigned: Ward) -> dict[str, User]:
         "permission held directly": factories.clinician(),
         "inactive permission holder": factories.clinician(),
         "permission through a group": factories.clinician(),
+        "inactive, permission through a group": factories.clinician(),
+        "namesake permission directly": factories.clinician(),
+        "namesake permission through a group": factories.clinician(),
         "another permission directly": factories.clinician(),
         "another permission through a group": factories.clinician(),
         "staff without permission": factories.clinician(),
     }
-    for name in ("inactive superuser", "inactive assigned clinician", "inactive permission holder"):
+    for name in (
+        "inactive superuser",
+        "inactive assigned clinician",
+        "inactive permission holder",
+        "inactive, permission through a group",
+    ):
         users[name].is_active = False
         users[name].save(update_fields=["is_active"])
     users["permission held directly"].user_permissions.add(all_wards)
     users["inactive permission holder"].user_permissions.add(all_wards)
     users["permission through a group"].groups.add(group_all)
+    users["inactive, permission through a group"].groups.add(group_all)
+    users["namesake permission directly"].user_permissions.add(namesake)
+    users["namesake permission through a group"].groups.add(group_namesake)
     users["another permission directly"].user_permissions.add(other_permission)
     users["another permission through a group"].groups.add(group_other)
     users["staff without permission"].is_staff = True
@@ -74,6 +94,8 @@ def test_it_decides_as_the_orm_rule_for_every_kind_of_user_and_ward() -> None:
     assert decided["assigned clinician", other.code] is WardVisibility.HIDDEN
     assert decided["inactive assigned clinician", assigned.code] is WardVisibility.HIDDEN
     assert decided["another permission through a group", other.code] is WardVisibility.HIDDEN
+    assert decided["namesake permission through a group", other.code] is WardVisibility.HIDDEN
+    assert decided["inactive, permission through a group", other.code] is WardVisibility.HIDDEN
     assert decided["unassigned clinician", "no-such-ward"] is WardVisibility.UNKNOWN_WARD
 
 
