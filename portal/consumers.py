@@ -308,5 +308,6 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(NOT_LOGGED_IN, "session_ended", "You logged out.")
 
     async def access_changed(self, message: dict[str, Any]) -> None:
-        if message.get("ward") == self.ward_code:
+        # "ward": None concerns every ward (the account itself changed).
+        if message.get("ward") in (None, self.ward_code):
             await self._still_allowed()

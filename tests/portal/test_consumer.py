@@ -332,6 +332,22 @@ async def test_it_closes_the_socket_when_the_ward_is_revoked(ward_with_patient: 
     assert (notice["type"], close_code) == ("access_revoked", 4403)
 
 
+async def test_it_closes_the_socket_when_the_account_is_deactivated(
+    ward_with_patient: dict,
+) -> None:
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (communicator, _, _):
+        await communicator.receive_json_from(timeout=5)
+
+        def deactivate() -> None:
+            nurse.is_active = False
+            nurse.save(update_fields=["is_active"])
+
+        await sync_to_async(deactivate)()
+        notice, close_code = await _closed_with(communicator)
+    assert (notice["type"], close_code) == ("access_revoked", 4403)
+
+
 async def test_it_closes_the_socket_when_the_user_logs_out(ward_with_patient: dict) -> None:
     code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
     cookie = await sync_to_async(_session_cookie)(nurse)
