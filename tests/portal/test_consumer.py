@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from autobahn.exception import Disconnected
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -21,7 +22,7 @@ from config.asgi import application
 from monitoring import wardlog
 from monitoring.events import ward_event_send, ward_group_name
 from patients.models import WardAccess
-from portal.consumers import PROTOCOL
+from portal.consumers import PROTOCOL, WardConsumer
 from tests import factories
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -456,3 +457,24 @@ async def test_it_sends_a_snapshot_rather_than_a_long_replay(
             assert catch_up["type"] == "replay"
             reached = catch_up["events"][-1]["seq"]
     assert reached == last_seq + 3
+
+
+async def test_a_frame_for_a_connection_already_gone_is_dropped_without_an_error() -> None:
+    # daphne raises autobahn's Disconnected when a frame is sent on a connection that dropped
+    # before its disconnect reached the consumer (every dashboard at once in a network blip).
+    # Here ``send`` is what daphne's is then: the frame is dropped, the consumer stops sending,
+    # and nothing is raised to the hub (which would log an error per frame and socket).
+    consumer = WardConsumer()
+    consumer.closing, consumer.sent_seq, consumer.acknowledged_seq = False, 0, 0
+    consumer.held = None
+    sent: list[dict[str, Any]] = []
+
+    async def gone(message: dict[str, Any]) -> None:
+        sent.append(message)
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer.base_send = gone
+    await consumer.deliver({"type": "ward.event", "seq": 1, "text": '{"seq": 1}'})
+    assert consumer.closing and len(sent) == 1
+    await consumer.deliver({"type": "ward.event", "seq": 2, "text": '{"seq": 2}'})
+    assert len(sent) == 1
