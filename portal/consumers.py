@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from autobahn.exception import Disconnected
@@ -22,6 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from alerts.models import Alert
 from alerts.services import AlertActionRefused, alert_acknowledge
@@ -64,6 +66,24 @@ _snapshots: dict[str, tuple[float, int, str]] = {}
 _snapshot_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
 
+T = TypeVar("T")
+
+
+async def _ward_log_read(read: Callable[[], Awaitable[T]]) -> T:
+    """A read of the ward log for a connecting dashboard, tried a second time if Redis failed.
+
+    In a reconnect storm on a saturated node the event loop can lag past the Redis client's
+    2 s connect timeout while the pool opens connections for a burst of catch-ups (104 such
+    timeouts in one storm of 1,000, bench fanout): each closed its socket with 1011 and cost
+    the screen one more reconnect. A second failure still closes it so, and the page
+    reconnects with backoff."""
+    try:
+        return await read()
+    except RedisError:
+        logger.warning("reading the ward log failed; trying once more")
+        return await read()
+
+
 async def _ward_snapshot_shared(ward_code: str) -> tuple[int, str]:
     """(seq, the snapshot message as JSON text): built and encoded once per ward and period."""
     loop = asyncio.get_running_loop()
@@ -74,7 +94,7 @@ async def _ward_snapshot_shared(ward_code: str) -> tuple[int, str]:
             return cached[1], cached[2]
         # The number is read before the snapshot: any event after it is also delivered, and
         # the client applies events idempotently (alerts by id, vitals by time).
-        seq = await async_ward_log.current(ward_code)
+        seq = await _ward_log_read(lambda: async_ward_log.current(ward_code))
         snapshot = await dashboard_db.run(ward_snapshot)(ward_code=ward_code)
         text = json.dumps({**snapshot, "type": "snapshot", "seq": seq})
         _snapshots[ward_code] = (loop.time(), seq, text)
@@ -241,7 +261,7 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
     async def _catch_up(self) -> None:
         last_seq = self._last_seq()
         if last_seq is not None:
-            backlog = await async_ward_log.since(self.ward_code, last_seq)
+            backlog = await _ward_log_read(lambda: async_ward_log.since(self.ward_code, last_seq))
             if backlog.texts is not None and len(backlog.texts) <= MAX_REPLAY_EVENTS:
                 await self.send(text_data=backlog.replay_message(last_seq + 1))
                 self.sent_seq = self.acknowledged_seq = backlog.current
@@ -252,7 +272,7 @@ class WardConsumer(AsyncJsonWebsocketConsumer):
         # A shared snapshot may be up to SNAPSHOT_REUSE_SECONDS old: send what the ward log
         # holds after it (this socket is already in the group, so nothing falls in between;
         # the client ignores any event twice).
-        backlog = await async_ward_log.since(self.ward_code, seq)
+        backlog = await _ward_log_read(lambda: async_ward_log.since(self.ward_code, seq))
         if backlog.texts:
             await self.send(text_data=backlog.replay_message(seq + 1))
             self.sent_seq = self.acknowledged_seq = backlog.current

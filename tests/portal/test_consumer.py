@@ -478,3 +478,28 @@ async def test_a_frame_for_a_connection_already_gone_is_dropped_without_an_error
     assert consumer.closing and len(sent) == 1
     await consumer.deliver({"type": "ward.event", "seq": 2, "text": '{"seq": 2}'})
     assert len(sent) == 1
+
+
+async def test_a_catch_up_survives_a_redis_read_that_timed_out(
+    ward_with_patient: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis holds write commands (the ward log's read is a script, held too) for longer than
+    # the client's 2 s socket timeout: the first read fails, the second gets the replay,
+    # and the socket stays open instead of closing with 1011.
+    import redis
+
+    code, nurse = ward_with_patient["ward"].code, ward_with_patient["nurse"]
+    async with dashboard(code, nurse) as (communicator, _, _):
+        last_seq = (await communicator.receive_json_from(timeout=5))["seq"]
+    missed = await ward_event_send(code, {"type": "vitals", "ward": code, "beds": [], "n": 1})
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.execute_command("CLIENT", "PAUSE", "2600", "WRITE")
+    try:
+        async with dashboard(code, nurse, query=f"?last_seq={last_seq}") as (communicator, _, _):
+            replay = await communicator.receive_json_from(timeout=8)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+        client.close()
+    assert replay["type"] == "replay"
+    assert [e["seq"] for e in replay["events"]] == [missed]
+    assert "reading the ward log failed; trying once more" in caplog.messages
