@@ -17,6 +17,8 @@ while a 0.25 s tick sends at most four per ward with the newest value of each vi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -51,8 +53,17 @@ _sends: tuple[int, threading.Thread, asyncio.AbstractEventLoop] | None = None
 _sends_lock = threading.Lock()
 
 
+# Set while a send runs on a loop ``_run_sync`` made for that one call: such a loop closes when
+# the call returns, so it must not become the home loop. (It did: another thread's send, handed
+# to it meanwhile, was cancelled when it closed, and the CancelledError escaped from an
+# evaluation's on-commit callbacks; tests/alerts/test_evaluation_tasks.py caught it.)
+_on_call_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("on_call_loop", default=False)
+
+
 def _home_set() -> None:
     global _home_loop, _home_pid
+    if _on_call_loop.get():
+        return
     _home_loop = asyncio.get_running_loop()
     _home_pid = os.getpid()
 
@@ -148,12 +159,16 @@ def _run_sync(make: Callable[[], Coroutine[Any, Any, R]]) -> R | None:
                 LIVE_PUSH_FAILURES.inc()
                 logger.warning("the channel layer's loop did not run a push in time")
                 return None
+            except concurrent.futures.CancelledError:
+                # The loop was closing and dropped the send: make it on a loop of its own.
+                logger.warning("the channel layer's loop dropped a push; sending it again")
 
     # No loop of ours. In a server's worker thread asgiref runs the call on the server's
     # loop. Anywhere else (a management command, a script) it makes a new loop per call, and
     # the ward log keeps each loop's Redis client open: a socket per call for the life of the
     # process, which is why long-lived processes without a server enable the sends loop.
     async def run() -> R:
+        _on_call_loop.set(True)
         return await make()
 
     return async_to_sync(run)()
