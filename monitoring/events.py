@@ -168,8 +168,13 @@ def _run_sync(make: Callable[[], Coroutine[Any, Any, R]]) -> R | None:
     # the ward log keeps each loop's Redis client open: a socket per call for the life of the
     # process, which is why long-lived processes without a server enable the sends loop.
     async def run() -> R:
-        _on_call_loop.set(True)
-        return await make()
+        # Reset before returning: asgiref copies the call's context variables back into the
+        # caller's, which may run a loop of its own later (a test, a server's thread).
+        token = _on_call_loop.set(True)
+        try:
+            return await make()
+        finally:
+            _on_call_loop.reset(token)
 
     return async_to_sync(run)()
 

@@ -111,3 +111,38 @@ def test_a_send_the_loop_cannot_run_is_given_up_and_counted_and_the_next_one_goe
     assert outcome["after"] == outcome["logged"][-1][0]
     assert [n for _, n in outcome["logged"]] in ([1, 2, 3], [1, 3])
     assert [seq for seq, _ in outcome["logged"]] == list(range(1, len(outcome["logged"]) + 1))
+
+
+_NO_LOOP_OF_ITS_OWN = """
+import asyncio, json, os, threading, django
+django.setup()
+from monitoring import events
+from monitoring.events import ward_event_send, ward_event_send_sync
+
+ward = "no-loop-" + str(os.getpid())
+# A script's sends, from two threads at once, each on a loop made for that one call.
+seqs = []
+threads = [threading.Thread(target=lambda: seqs.append(ward_event_send_sync(ward, {"n": n})))
+           for n in range(2)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+seqs.append(ward_event_send_sync(ward, {"n": 2}))  # and one from this thread
+home_after_calls = events._home_loop
+# Later this thread runs a loop of its own (a server, a test): that loop is the home one.
+async def native():
+    await ward_event_send(ward, {"n": 3})
+    return events._home_loop is asyncio.get_running_loop()
+print(json.dumps({"seqs": sorted(seqs), "no_home": home_after_calls is None,
+                  "native_home": asyncio.run(native())}))
+"""
+
+
+def test_a_loop_made_for_one_call_never_becomes_the_home_loop() -> None:
+    # Such a loop closes when its call returns: a send another thread handed to it was
+    # cancelled, and the CancelledError escaped an evaluation's on-commit callbacks.
+    outcome = _run(_NO_LOOP_OF_ITS_OWN)
+
+    assert outcome["seqs"] == [1, 2, 3]
+    assert outcome["no_home"] is True
+    # And the marker does not outlive the call in the caller's context.
+    assert outcome["native_home"] is True
