@@ -47,6 +47,23 @@ def _adapted(
     ]
 
 
+def table_sql(model: type[Model], alias: str) -> str:
+    """``model``'s table, quoted, with ``alias``: for a statement written by hand."""
+    return f"{_database(model).ops.quote_name(model._meta.db_table)} {alias}"
+
+
+def column_sql(model: type[Model], alias: str, field: str) -> str:
+    """The column of ``model``'s ``field`` (name or attname), quoted, under ``alias``."""
+    return f"{alias}.{_database(model).ops.quote_name(model._meta.get_field(field).column)}"
+
+
+def values_adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
+    """``values`` of ``model``'s fields ``names`` as the statements here pass them (each
+    adapted by its field for the database the model is written to): for a statement written
+    by hand."""
+    return _adapted(model, names, values, _database(model))
+
+
 def row_insert(model: type[Model], **values: Any) -> int:
     """INSERT one row of ``model`` from field values (names or attnames); return its pk."""
     names = tuple(values)

@@ -14,7 +14,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from config.rawsql import row_insert, rows_update
+from config.rawsql import column_sql, row_insert, rows_update, table_sql
 from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.vitals import VITALS
@@ -105,45 +105,40 @@ def _uuid(value: Any) -> uuid.UUID | None:
 @functools.cache
 def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
     """The lookup's statement, built once per database vendor (its quoting) and shape."""
-    q = connection.ops.quote_name
-
-    def col(model: Any, alias: str, field: str) -> str:
-        return f"{alias}.{q(model._meta.get_field(field).column)}"
-
-    def table(model: Any, alias: str) -> str:
-        return f"{q(model._meta.db_table)} {alias}"
-
     columns = [
-        col(Device, "d", "id"),
-        col(Device, "d", "active"),
-        col(Device, "d", "bed"),
-        col(Bed, "b", "public_id"),
-        col(Ward, "w", "code"),
-        col(Device, "d", "last_seen_at"),
+        column_sql(Device, "d", "id"),
+        column_sql(Device, "d", "active"),
+        column_sql(Device, "d", "bed"),
+        column_sql(Bed, "b", "public_id"),
+        column_sql(Ward, "w", "code"),
+        column_sql(Device, "d", "last_seen_at"),
     ]
     joins = [
-        f"LEFT JOIN {table(Bed, 'b')} ON {col(Bed, 'b', 'id')} = {col(Device, 'd', 'bed')}",
-        f"LEFT JOIN {table(Ward, 'w')} ON {col(Ward, 'w', 'id')} = {col(Bed, 'b', 'ward')}",
+        f"LEFT JOIN {table_sql(Bed, 'b')} ON {column_sql(Bed, 'b', 'id')} = "
+        f"{column_sql(Device, 'd', 'bed')}",
+        f"LEFT JOIN {table_sql(Ward, 'w')} ON {column_sql(Ward, 'w', 'id')} = "
+        f"{column_sql(Bed, 'b', 'ward')}",
     ]
     if with_stays:
         columns += [
-            col(Admission, "a", "admitted_at"),
-            col(Admission, "a", "discharged_at"),
-            col(Admission, "a", "patient"),
-            col(Patient, "p", "public_id"),
+            column_sql(Admission, "a", "admitted_at"),
+            column_sql(Admission, "a", "discharged_at"),
+            column_sql(Admission, "a", "patient"),
+            column_sql(Patient, "p", "public_id"),
         ]
         # The admissions that occupied the bed at some moment of [start, end] (%s: end, start).
         joins += [
-            f"LEFT JOIN {table(Admission, 'a')} ON {col(Admission, 'a', 'bed')} = "
-            f"{col(Device, 'd', 'bed')} AND {col(Admission, 'a', 'admitted_at')} <= %s AND "
-            f"({col(Admission, 'a', 'discharged_at')} IS NULL OR "
-            f"{col(Admission, 'a', 'discharged_at')} > %s)",
-            f"LEFT JOIN {table(Patient, 'p')} ON {col(Patient, 'p', 'id')} = "
-            f"{col(Admission, 'a', 'patient')}",
+            f"LEFT JOIN {table_sql(Admission, 'a')} ON {column_sql(Admission, 'a', 'bed')} = "
+            f"{column_sql(Device, 'd', 'bed')} AND "
+            f"{column_sql(Admission, 'a', 'admitted_at')} <= %s AND "
+            f"({column_sql(Admission, 'a', 'discharged_at')} IS NULL OR "
+            f"{column_sql(Admission, 'a', 'discharged_at')} > %s)",
+            f"LEFT JOIN {table_sql(Patient, 'p')} ON {column_sql(Patient, 'p', 'id')} = "
+            f"{column_sql(Admission, 'a', 'patient')}",
         ]
     return (
-        f"SELECT {', '.join(columns)} FROM {table(Device, 'd')} {' '.join(joins)}"  # noqa: S608 - names from model metadata
-        f" WHERE {col(Device, 'd', 'token_digest')} = %s"
+        f"SELECT {', '.join(columns)} FROM {table_sql(Device, 'd')} {' '.join(joins)}"  # noqa: S608 - names from model metadata
+        f" WHERE {column_sql(Device, 'd', 'token_digest')} = %s"
     )
 
 

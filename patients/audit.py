@@ -7,12 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, router
-from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
 from config.observability import request_id
-from config.rawsql import rows_insert
+from config.rawsql import column_sql, rows_insert, table_sql, values_adapted
 from patients.models import AccessLog, Admission, ApiToken, Bed, Ward
 
 
@@ -45,6 +44,21 @@ _ACCESS_COLUMNS = (
 )
 
 
+def _shared_values(
+    *, user: Any, token: ApiToken | None, action: str, resource: str, address: str | None
+) -> tuple[Any, ...]:
+    """What every row of one read holds: the values of ``_ACCESS_COLUMNS`` after the time and
+    the patient."""
+    return (
+        user.pk if user is not None and user.is_authenticated else None,
+        token.pk if token is not None else None,
+        action,
+        resource[:200],
+        address,
+        request_id.get()[:64],
+    )
+
+
 def access_record(
     *,
     user: Any,
@@ -62,21 +76,19 @@ def access_record(
     address stored as NULL), as ``bulk_create`` would write it; the model tests read the rows
     back through the ORM.
     """
-    user_id = user.pk if user is not None and user.is_authenticated else None
     at = timezone.now()
-    common = (
-        user_id,
-        token.pk if token is not None else None,
-        action,
-        resource[:200],
-        address,
-        request_id.get()[:64],
+    shared = _shared_values(
+        user=user, token=token, action=action, resource=resource, address=address
     )
     rows_insert(
         AccessLog,
         _ACCESS_COLUMNS,
-        [(at, patient, *common) for patient in dict.fromkeys(patient_ids)],
+        [(at, patient, *shared) for patient in dict.fromkeys(patient_ids)],
     )
+
+
+# The columns ``access_record_ward`` passes as parameters: all but the patient's.
+_WARD_ACCESS_PARAMETERS = tuple(name for name in _ACCESS_COLUMNS if name != "patient_id")
 
 
 def access_record_ward(
@@ -88,7 +100,7 @@ def access_record_ward(
     For a dashboard subscription, which reads every patient on the ward and is recorded on
     every connect (a reconnect storm records a thousand in ten seconds): reading the
     admissions through the ORM and inserting their rows cost ~1.1 ms of CPU per connect.
-    The values are adapted by their fields as in ``access_record``.
+    The values are those of ``access_record``, adapted by their fields as it adapts them.
 
     On MariaDB the connections run at READ COMMITTED (``config/settings.py``), so the SELECT
     is a consistent read that locks no admission or bed row (an admission or discharge never
@@ -96,40 +108,33 @@ def access_record_ward(
     ``innodb_autoinc_lock_mode`` of 1 the access log's auto-increment lock is held for the
     statement (a ward's rows, well under a millisecond), not only for the row count.
     """
-    user_id = user.pk if user is not None and user.is_authenticated else None
+    shared = _shared_values(
+        user=user, token=None, action=action, resource=resource, address=address
+    )
+    values = values_adapted(AccessLog, _WARD_ACCESS_PARAMETERS, (timezone.now(), *shared))
     database = connections[router.db_for_write(AccessLog)]
-    values = [
-        AccessLog._meta.get_field(name).get_db_prep_save(value, database)
-        for name, value in (
-            ("at", timezone.now()),
-            ("user_id", user_id),
-            ("action", action),
-            ("resource", resource[:200]),
-            ("address", address),
-            ("request_id", request_id.get()[:64]),
-        )
-    ]
     with database.cursor() as cursor:
         cursor.execute(_ward_access_insert_sql(database.vendor), [*values, ward_code])
 
 
 @functools.cache
 def _ward_access_insert_sql(vendor: str) -> str:
-    database = connections[router.db_for_write(AccessLog)]
-    q = database.ops.quote_name
-
-    def c(model: type[Model], alias: str, field: str) -> str:
-        return f"{alias}.{q(model._meta.get_field(field).column)}"
-
+    # The admitted patient in its column's place, a parameter in every other one; ordered by
+    # patient so that the rows' ids do not depend on a plan.
+    q = connections[router.db_for_write(AccessLog)].ops.quote_name
     columns = ", ".join(q(AccessLog._meta.get_field(name).column) for name in _ACCESS_COLUMNS)
-    # In _ACCESS_COLUMNS' order: at, patient, user, token (none), action, resource, address,
-    # request id. Ordered by patient so that the rows' ids do not depend on a plan.
+    selected = ", ".join(
+        column_sql(Admission, "a", "patient") if name == "patient_id" else "%s"
+        for name in _ACCESS_COLUMNS
+    )
     return (
         f"INSERT INTO {q(AccessLog._meta.db_table)} ({columns})"  # noqa: S608 - names from model metadata
-        f" SELECT %s, {c(Admission, 'a', 'patient')}, %s, NULL, %s, %s, %s, %s"
-        f" FROM {q(Admission._meta.db_table)} a"
-        f" JOIN {q(Bed._meta.db_table)} b ON {c(Bed, 'b', 'id')} = {c(Admission, 'a', 'bed')}"
-        f" JOIN {q(Ward._meta.db_table)} w ON {c(Ward, 'w', 'id')} = {c(Bed, 'b', 'ward')}"
-        f" WHERE {c(Ward, 'w', 'code')} = %s AND {c(Admission, 'a', 'discharged_at')} IS NULL"
-        f" ORDER BY {c(Admission, 'a', 'patient')}"
+        f" SELECT {selected} FROM {table_sql(Admission, 'a')}"
+        f" JOIN {table_sql(Bed, 'b')} ON {column_sql(Bed, 'b', 'id')} ="
+        f" {column_sql(Admission, 'a', 'bed')}"
+        f" JOIN {table_sql(Ward, 'w')} ON {column_sql(Ward, 'w', 'id')} ="
+        f" {column_sql(Bed, 'b', 'ward')}"
+        f" WHERE {column_sql(Ward, 'w', 'code')} = %s"
+        f" AND {column_sql(Admission, 'a', 'discharged_at')} IS NULL"
+        f" ORDER BY {column_sql(Admission, 'a', 'patient')}"
     )

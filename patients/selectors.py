@@ -11,6 +11,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet, Subquery
 
+from config.rawsql import column_sql, table_sql
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
 
 User = AbstractBaseUser | AnonymousUser
@@ -80,17 +81,11 @@ def _ward_visibility_sql(vendor: str) -> str:
 
     Parameters: the ward code twice, the permission's app label and codename twice, the
     user's pk."""
-    q = connection.ops.quote_name
+    t, c = table_sql, column_sql
     user_model = get_user_model()
     user_perms = user_model._meta.get_field("user_permissions").remote_field.through
     user_groups = user_model._meta.get_field("groups").remote_field.through
     group_perms = Group._meta.get_field("permissions").remote_field.through
-
-    def t(model: type[Model], alias: str) -> str:
-        return f"{q(model._meta.db_table)} {alias}"
-
-    def c(model: type[Model], alias: str, field: str) -> str:
-        return f"{alias}.{q(model._meta.get_field(field).column)}"
 
     user_name = user_model._meta.model_name or "user"
     user_pk = c(user_model, "u", user_model._meta.pk.name)
