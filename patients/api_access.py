@@ -17,6 +17,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from patients.models import ApiToken
+from patients.selectors import ALL_WARDS_PERMISSION
 
 TOKEN_PREFIX = "api_"  # noqa: S105 - a recognisable prefix, not a secret
 
@@ -101,7 +102,9 @@ class IsAdministrator(permissions.BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
-        return bool(user and user.is_authenticated and user.has_perm("patients.view_all_wards"))
+        return bool(
+            user and user.is_authenticated and user.has_perm(".".join(ALL_WARDS_PERMISSION))
+        )
 
 
 class ReadForAllWriteForAdministrators(IsAdministrator):

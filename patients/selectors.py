@@ -17,9 +17,13 @@ from patients.models import Admission, Bed, Patient, Ward, WardAccess
 User = AbstractBaseUser | AnonymousUser
 
 
+# The permission that shows every ward: (app label, codename).
+ALL_WARDS_PERMISSION = ("patients", "view_all_wards")
+
+
 def user_sees_all_wards(*, user: User) -> bool:
     """Administrators (superusers, or holders of ``patients.view_all_wards``) see every ward."""
-    return bool(user.is_active and user.has_perm("patients.view_all_wards"))
+    return bool(user.is_active and user.has_perm(".".join(ALL_WARDS_PERMISSION)))
 
 
 def wards_visible_to(*, user: User) -> QuerySet[Ward]:
@@ -38,9 +42,6 @@ class WardVisibility(enum.Enum):
     UNKNOWN_WARD = "unknown_ward"
     HIDDEN = "hidden"
     VISIBLE = "visible"
-
-
-ALL_WARDS_PERMISSION = ("patients", "view_all_wards")
 
 
 def ward_visibility(*, user_id: int, ward_code: str) -> WardVisibility:
