@@ -30,6 +30,24 @@ from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
 
 collector_tune(settings.GC_THRESHOLDS)
 
+
+def autobahn_plain_log_arguments() -> None:
+    """Stop autobahn colouring the arguments of its debug log calls when debug is off.
+
+    autobahn (under daphne's WebSockets) builds ``hltype``/``hlval`` arguments for a
+    ``log.debug`` on every frame it sends, whatever the log level, and with click installed
+    each is an ANSI-styled string (``click.style``): 7 % of the dashboards' daphne's time while
+    it fans out to 1,000 dashboards (bench fanout --profile, docs/scaling.md). Without click
+    autobahn passes the plain text; the flag is the one autobahn sets when click is missing,
+    and ``tests/config/test_autobahn_logging.py`` fails if an upgrade renames it.
+    """
+    import autobahn.util
+
+    autobahn.util._HAS_CLICK = False
+
+
+autobahn_plain_log_arguments()
+
 INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()
 
