@@ -273,6 +273,30 @@ def targets_check(document: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+def _evaluated_line(steps_runs: Any) -> str:
+    """Whether the alert engine evaluated every stored message once its queue drained."""
+    runs = [run for runs in steps_runs for run in runs]
+    short = [
+        run["ingestion"]["verification"]
+        for run in runs
+        if run["ingestion"]["verification"]["evaluated_messages"]
+        < run["ingestion"]["verification"]["stored_messages"]
+    ]
+    drains = [run.get("evaluation_drain_seconds") for run in runs]
+    drained = (
+        "the queue did not drain within the bound in some run"
+        if any(d is None for d in drains)
+        else f"queue drained within {max(drains):.1f} s of the load's end"
+    )
+    if not short:
+        return f"Evaluation: every stored message evaluated in all {len(runs)} run(s) ({drained})."
+    worst = min(short, key=lambda v: v["evaluated_messages"] - v["stored_messages"])
+    return (
+        f"Evaluation: NOT every stored message evaluated in {len(short)} of {len(runs)} run(s), "
+        f"worst {worst['evaluated_messages']:,} of {worst['stored_messages']:,} ({drained})."
+    )
+
+
 def render(document: dict[str, Any], harness: Harness) -> str:
     cfg = document["config"]
     rows, storm_rows, cpu_rows = [], [], []
@@ -416,6 +440,7 @@ def render(document: dict[str, Any], harness: Harness) -> str:
             else "Twisted's default, 50."
         ),
         "Ingestion meanwhile (first step): " + first["ingestion_line"],
+        _evaluated_line(step["runs"] for step in document["steps"]),
         *(
             [
                 "RSS of the daphne holding the sockets after each storm, MiB (first run of each "

@@ -35,6 +35,7 @@ import psutil
 from bench.common import PYTHON, write_json
 from bench.harness import (
     Harness,
+    celery_wait_drained,
     ingestion_line,
     latency,
     paced_load_finish,
@@ -44,7 +45,7 @@ from bench.harness import (
     paced_load_summary,
     traced_responses,
 )
-from bench.ingest_run import INGEST_PATH
+from bench.ingest_run import CELERY_DRAIN_SECONDS, INGEST_PATH
 from bench.listener import GroupListener
 from bench.processes import (
     CpuMeter,
@@ -378,6 +379,9 @@ def fanout_run(
             dashboard_daphne.stop()
     profile_result = profiler.finish() if profiler is not None else None
     results = [json.loads(path.read_text(encoding="utf-8")) for path in started.outputs]
+    # As bench ingest does: the evaluation backlog drains before the tables are counted, so
+    # the summary's evaluated count says whether every stored message was evaluated.
+    evaluation_drain = celery_wait_drained(harness, timeout=CELERY_DRAIN_SECONDS)
     ingestion = paced_load_summary(load, outputs, measured)
     window = schedule.measure_to - schedule.measure_from
     run = analyse(
@@ -414,6 +418,7 @@ def fanout_run(
         memory_available_mib=round(marks["memory_available"] / 2**20),
         ingestion=ingestion,
         ingestion_line=ingestion_line(ingestion),
+        evaluation_drain_seconds=evaluation_drain,
         schedule=schedule.__dict__,
     )
     if profile_result is not None:
