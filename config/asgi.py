@@ -32,7 +32,8 @@ collector_tune(settings.GC_THRESHOLDS)
 
 
 def autobahn_plain_log_arguments() -> None:
-    """Stop autobahn colouring the arguments of its debug log calls when debug is off.
+    """Stop autobahn colouring the arguments of its debug log calls, which it builds for
+    every frame even when debug logging is off (its debug lines, if enabled, lose colour).
 
     autobahn (under daphne's WebSockets) builds ``hltype``/``hlval`` arguments for a
     ``log.debug`` on every frame it sends, whatever the log level, and with click installed
