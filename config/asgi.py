@@ -40,7 +40,8 @@ def autobahn_plain_log_arguments() -> None:
     each is an ANSI-styled string (``click.style``): 7 % of the dashboards' daphne's time while
     it fans out to 1,000 dashboards (bench fanout --profile, docs/scaling.md). Without click
     autobahn passes the plain text; the flag is the one autobahn sets when click is missing,
-    and ``tests/config/test_autobahn_logging.py`` fails if an upgrade renames it.
+    and ``tests/config/test_autobahn_logging.py`` (a frame through ``sendData``) fails if an
+    upgrade renames it.
     """
     import autobahn.util
 
