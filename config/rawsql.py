@@ -20,19 +20,20 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 
 
-def _database(model: type[Model]) -> BaseDatabaseWrapper:
+def write_database(model: type[Model]) -> BaseDatabaseWrapper:
+    """The connection the router writes ``model`` to, where these statements run."""
     return connections[router.db_for_write(model)]
 
 
 @functools.cache
 def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...]) -> str:
+    if kind == "insert":
+        placeholders = ", ".join(["%s"] * len(names))
+        return f"{insert_into_sql(model, names)} VALUES ({placeholders})"
     meta = model._meta
-    quote = _database(model).ops.quote_name
+    quote = write_database(model).ops.quote_name
     columns = [quote(meta.get_field(name).column) for name in names]  # names or attnames
     table = quote(meta.db_table)
-    if kind == "insert":
-        placeholders = ", ".join(["%s"] * len(columns))
-        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608 - names from model metadata
     assignments = ", ".join(f"{column} = %s" for column in columns)
     return f"UPDATE {table} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608 - names from model metadata
 
@@ -47,27 +48,35 @@ def _adapted(
     ]
 
 
+def insert_into_sql(model: type[Model], names: Sequence[str]) -> str:
+    """``INSERT INTO table (columns)`` for ``model``'s fields ``names`` (names or attnames),
+    quoted: the head of this module's INSERTs and of an ``INSERT … SELECT`` written by hand."""
+    quote = write_database(model).ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in names)
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns})"
+
+
 def table_sql(model: type[Model], alias: str) -> str:
     """``model``'s table, quoted, with ``alias``: for a statement written by hand."""
-    return f"{_database(model).ops.quote_name(model._meta.db_table)} {alias}"
+    return f"{write_database(model).ops.quote_name(model._meta.db_table)} {alias}"
 
 
 def column_sql(model: type[Model], alias: str, field: str) -> str:
     """The column of ``model``'s ``field`` (name or attname), quoted, under ``alias``."""
-    return f"{alias}.{_database(model).ops.quote_name(model._meta.get_field(field).column)}"
+    return f"{alias}.{write_database(model).ops.quote_name(model._meta.get_field(field).column)}"
 
 
 def values_adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
     """``values`` of ``model``'s fields ``names`` as the statements here pass them (each
     adapted by its field for the database the model is written to): for a statement written
     by hand."""
-    return _adapted(model, names, values, _database(model))
+    return _adapted(model, names, values, write_database(model))
 
 
 def row_insert(model: type[Model], **values: Any) -> int:
     """INSERT one row of ``model`` from field values (names or attnames); return its pk."""
     names = tuple(values)
-    database = _database(model)
+    database = write_database(model)
     sql = _statement(database.vendor, "insert", model, names)
     with database.cursor() as cursor:
         cursor.execute(sql, _adapted(model, names, list(values.values()), database))
@@ -78,7 +87,7 @@ def rows_insert(model: type[Model], names: Sequence[str], rows: Iterable[Sequenc
     """INSERT rows of ``model``, each the values of the fields ``names`` (names or attnames),
     with one ``executemany`` (one multi-row INSERT on MySQL)."""
     names = tuple(names)
-    database = _database(model)
+    database = write_database(model)
     params = [_adapted(model, names, values, database) for values in rows]
     if not params:
         return
@@ -100,7 +109,7 @@ def rows_update(
     names = tuple(names)
     if not rows:
         return
-    database = _database(model)
+    database = write_database(model)
     limit = database.features.max_query_params
     per_statement = len(rows) if limit is None else max(1, limit // (2 * len(names) + 1))
     for start in range(0, len(rows), per_statement):

@@ -6,12 +6,18 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connections, router
 from django.http import HttpRequest
 from django.utils import timezone
 
 from config.observability import request_id
-from config.rawsql import column_sql, rows_insert, table_sql, values_adapted
+from config.rawsql import (
+    column_sql,
+    insert_into_sql,
+    rows_insert,
+    table_sql,
+    values_adapted,
+    write_database,
+)
 from patients.models import AccessLog, Admission, ApiToken, Bed, Ward
 
 
@@ -112,7 +118,7 @@ def access_record_ward(
         user=user, token=None, action=action, resource=resource, address=address
     )
     values = values_adapted(AccessLog, _WARD_ACCESS_PARAMETERS, (timezone.now(), *shared))
-    database = connections[router.db_for_write(AccessLog)]
+    database = write_database(AccessLog)
     with database.cursor() as cursor:
         cursor.execute(_ward_access_insert_sql(database.vendor), [*values, ward_code])
 
@@ -121,14 +127,12 @@ def access_record_ward(
 def _ward_access_insert_sql(vendor: str) -> str:
     # The admitted patient in its column's place, a parameter in every other one; ordered by
     # patient so that the rows' ids do not depend on a plan.
-    q = connections[router.db_for_write(AccessLog)].ops.quote_name
-    columns = ", ".join(q(AccessLog._meta.get_field(name).column) for name in _ACCESS_COLUMNS)
     selected = ", ".join(
         column_sql(Admission, "a", "patient") if name == "patient_id" else "%s"
         for name in _ACCESS_COLUMNS
     )
     return (
-        f"INSERT INTO {q(AccessLog._meta.db_table)} ({columns})"  # noqa: S608 - names from model metadata
+        f"{insert_into_sql(AccessLog, _ACCESS_COLUMNS)}"  # noqa: S608 - names from model metadata
         f" SELECT {selected} FROM {table_sql(Admission, 'a')}"
         f" JOIN {table_sql(Bed, 'b')} ON {column_sql(Bed, 'b', 'id')} ="
         f" {column_sql(Admission, 'a', 'bed')}"
