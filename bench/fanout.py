@@ -276,12 +276,8 @@ def targets_check(document: dict[str, Any]) -> list[dict[str, Any]]:
 def _evaluated_line(steps_runs: Any) -> str:
     """Whether the alert engine evaluated every stored message once its queue drained."""
     runs = [run for runs in steps_runs for run in runs]
-    short = [
-        run["ingestion"]["verification"]
-        for run in runs
-        if run["ingestion"]["verification"]["evaluated_messages"]
-        < run["ingestion"]["verification"]["stored_messages"]
-    ]
+    verifications = [run["ingestion"]["verification"] for run in runs]
+    short = [v for v in verifications if v["evaluated_messages"] < v["stored_messages"]]
     drains = [run.get("evaluation_drain_seconds") for run in runs]
     drained = (
         "the queue did not drain within the bound in some run"
