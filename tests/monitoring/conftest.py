@@ -15,6 +15,7 @@ from monitoring.events import ward_vitals
 def _fresh_rate_limits() -> Iterator[None]:
     api._limiter._buckets.clear()
     ward_vitals._pending.clear()  # pushes left by an earlier test's closed event loop
+    ward_vitals._due.clear()
     yield
 
 
