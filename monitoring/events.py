@@ -241,9 +241,10 @@ class WardVitalsCoalescer:
     the ``PHASES`` slots of the interval in the order 0, 4, 2, 6, 1, 5, 3, 7 (the i-th ward
     seen, bits reversed), so any number of wards spreads evenly. Every ward still gets at
     most one frame per interval and a reading still waits at most one interval, but the
-    dashboards' daphne gets a ward's frames at a time instead of every ward's at once: with
-    nine wards and 1,000 dashboards, a burst of ~110 frames eight times an interval rather
-    than ~1,000 at once, and the last frame of a burst had waited for all before it."""
+    dashboards' daphne gets one slot's frames at a time instead of every ward's at once: with
+    nine wards and 1,000 dashboards, ~110 frames a slot (~220 in the slot two wards share)
+    rather than ~1,000 at once, where the last frame of the burst had waited for all before
+    it (docs/scaling.md). ``add`` runs on the event loop of the server that ingests."""
 
     PHASE_BITS = 3
     PHASES = 1 << PHASE_BITS
@@ -252,8 +253,12 @@ class WardVitalsCoalescer:
         self._interval = interval
         self._pending: dict[str, dict[tuple[str, str], _BedVitals]] = {}
         self._due: dict[str, float] = {}  # ward → the loop time of its next frame
+        self._sent: dict[str, float] = {}  # ward → the slot its last frame left in
         self._phase: dict[str, int] = {}  # ward → its slot of the interval, for good
         self._task: asyncio.Task[None] | None = None
+        # While the tick sleeps: what wakes it, and the slot it sleeps until.
+        self._wake: asyncio.Future[None] | None = None
+        self._target = math.inf
 
     def add(self, recorded: RecordedMessage) -> None:
         """Queue a committed message's newest readings; never blocks, never raises."""
@@ -280,10 +285,13 @@ class WardVitalsCoalescer:
             del self._pending[recorded.ward_code]
             return
         loop = asyncio.get_running_loop()
-        if recorded.ward_code not in self._due:
-            self._due[recorded.ward_code] = self._next_slot(recorded.ward_code, loop.time())
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._tick())
+            # (A task on another loop: a closed one, in tests; its wake-up went with it.)
+            self._task, self._wake, self._target = loop.create_task(self._tick()), None, math.inf
+        if recorded.ward_code not in self._due:
+            due = self._due[recorded.ward_code] = self._next_slot(recorded.ward_code, loop.time())
+            if due < self._target and self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)  # the tick sleeps until a later slot
 
     @property
     def interval(self) -> float:
@@ -296,33 +304,50 @@ class WardVitalsCoalescer:
         return float(getattr(settings, "VITALS_PUSH_INTERVAL_SECONDS", 0.25))
 
     def _next_slot(self, ward_code: str, now: float) -> float:
-        """The first time at or after ``now`` in the ward's slot of the interval's grid."""
+        """The ward's next slot: the first at or after ``now`` on its grid, and after the slot
+        its last frame left in (a late tick must not squeeze two frames into one interval)."""
         phase = self._phase.get(ward_code)
         if phase is None:
             seen = len(self._phase) % self.PHASES
             phase = self._phase[ward_code] = int(f"{seen:0{self.PHASE_BITS}b}"[::-1], 2)
         interval = self.interval
         offset = phase * interval / self.PHASES
-        return offset + math.ceil((now - offset) / interval - _SLOT_TOLERANCE) * interval
+        after = max(now, self._sent.get(ward_code, -math.inf) + interval / 2)
+        return offset + math.ceil((after - offset) / interval - _SLOT_ROUNDING) * interval
 
     async def _tick(self) -> None:
-        # On the grid of the slots: a ward's frame leaves at its slot whatever the others do;
-        # on a busy server a late wake sends every ward whose slot has passed.
+        # On the grid of the slots: a ward's frame leaves at its slot, or as soon after it as
+        # the loop gets to it; a ward whose slot comes before the one slept for wakes it.
         loop = asyncio.get_running_loop()
         while self._due:
-            due = min(self._due.values())
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            now = loop.time() + _SLOT_TOLERANCE * self.interval
-            await self._send([ward for ward, at in self._due.items() if at <= now])
+            target = min(self._due.values())
+            if target > loop.time():
+                self._wake, self._target = loop.create_future(), target
+                timer = loop.call_at(target, _wake_up, self._wake)
+                try:
+                    await self._wake
+                finally:
+                    timer.cancel()
+                    self._wake, self._target = None, math.inf
+                if min(self._due.values(), default=target) < target:
+                    continue  # woken for an earlier slot
+            # The slot slept for counts as reached even if the loop's clock (uvloop's counts
+            # whole milliseconds) reads a little before it.
+            reached = max(loop.time(), target) + _SLOT_ROUNDING * self.interval
+            await self._send([ward for ward, at in self._due.items() if at <= reached])
 
     async def flush(self) -> int:
-        """Send everything pending now, every ward at once; return the ward events sent."""
+        """Send everything pending now, every ward at once; return the ward events sent.
+        For tests and a server's shutdown, not beside a running tick."""
         return await self._send(list(self._pending))
 
     async def _send(self, wards: list[str]) -> int:
         events = []
+        now = asyncio.get_running_loop().time()
         for ward in wards:
-            self._due.pop(ward, None)
+            slot = self._due.pop(ward, None)
+            if slot is not None:
+                self._sent[ward] = min(slot, now)  # (flush sends before the slot)
             beds = self._pending.pop(ward, None)
             if beds:
                 entries = [entry.frame_entry(*key) for key, entry in beds.items()]
@@ -331,8 +356,13 @@ class WardVitalsCoalescer:
         return sum(1 for seq in sent if seq is not None)
 
 
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 # A slot this close (as a share of the interval) counts as now: the float grid's rounding.
-_SLOT_TOLERANCE = 1e-6
+_SLOT_ROUNDING = 1e-6
 
 
 ward_vitals = WardVitalsCoalescer()

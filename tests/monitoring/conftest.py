@@ -12,11 +12,16 @@ from monitoring.events import ward_vitals
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limits() -> Iterator[None]:
+def _fresh_ingestion_state() -> Iterator[None]:
     api._limiter._buckets.clear()
     ward_vitals._pending.clear()  # pushes left by an earlier test's closed event loop
     ward_vitals._due.clear()
+    ward_vitals._sent.clear()
+    # These tests send the pending vitals themselves (flush); a ward's slot may come up a
+    # moment after a post, and the live tick must not send before them.
+    ward_vitals._interval = 3600.0
     yield
+    ward_vitals._interval = None
 
 
 @pytest_asyncio.fixture
