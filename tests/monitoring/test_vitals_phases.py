@@ -25,7 +25,7 @@ from monitoring.services import RecordedMessage
 pytestmark = pytest.mark.asyncio
 
 INTERVAL = 0.4
-SLOT = INTERVAL / WardVitalsCoalescer.PHASES
+PHASES = WardVitalsCoalescer.PHASES
 # A timer may fire this much before its time (the loop's clock resolution, and rounding).
 EARLY = 0.002
 
@@ -44,7 +44,8 @@ def _recorded(ward: str, value: float, at: dt.datetime | None = None) -> Recorde
 
 
 def _phase(slot: float, interval: float = INTERVAL) -> int:
-    return round((slot % interval) / (interval / WardVitalsCoalescer.PHASES)) % 8
+    """Which of the interval's slots a loop time is (a whole interval wraps to slot 0)."""
+    return round((slot % interval) / (interval / PHASES)) % PHASES
 
 
 class Wards:
