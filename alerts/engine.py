@@ -19,6 +19,15 @@ from collections.abc import Sequence
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from alerts.engine_sql import (
+    alerts_open,
+    messages_claim,
+    messages_mark_evaluated,
+    readings_since,
+    samples_of_messages,
+    states_existing,
+    stays_current,
+)
 from alerts.evaluation import (
     CarriedState,
     Decision,
@@ -33,8 +42,8 @@ from alerts.models import Alert, AlertRule, News2Score, PatientAlertState
 from alerts.news2 import NURSE_ENTERED_FRESHNESS, News2Result, ParameterValue
 from alerts.selectors import rules_effective_for_many
 from alerts.services import alert_fire, alert_resolve, decision_apply
-from config.rawsql import rows_update
-from monitoring.models import IngestMessage, Observation
+from config.rawsql import rows_insert, rows_update
+from monitoring.models import IngestMessage
 from monitoring.vitals import CONSCIOUSNESS, SUPPLEMENTAL_OXYGEN
 from patients.models import Admission, Patient
 
@@ -87,24 +96,14 @@ def _messages_evaluate(*, message_pks: Sequence[int], now: dt.datetime) -> int:
         # transaction merely scanned past, leaving them for the catch-up, seconds later. A
         # message another evaluation holds is waited for, then seen as evaluated. Rows are
         # locked in primary-key order, the same in every evaluation, so none deadlock here.
-        claimed = list(
-            IngestMessage.objects.select_for_update()
-            .filter(pk__in=sorted(message_pks), evaluated_at__isnull=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        # (The statements of every task are SQL written from model metadata: alerts.engine_sql.)
+        claimed = messages_claim(message_pks=message_pks)
         if not claimed:
             return 0
-        samples: dict[int, list[Sample]] = defaultdict(list)
-        for patient_id, code, value, observed_at, artifact in (
-            Observation.objects.filter(message_id__in=claimed, patient__isnull=False)
-            .order_by("observed_at", "pk")
-            .values_list("patient_id", "code", "value", "observed_at", "artifact")
-        ):
-            samples[patient_id].append(Sample(code, value, observed_at, artifact))
+        samples = samples_of_messages(message_pks=claimed)
         if samples:
             patients_evaluate(samples=samples, now=now)
-        IngestMessage.objects.filter(pk__in=claimed).update(evaluated_at=now)
+        messages_mark_evaluated(message_pks=claimed, now=now)
     return len(claimed)
 
 
@@ -121,9 +120,7 @@ def _lock_states(patient_ids: Sequence[int]) -> dict[int, PatientAlertState]:
     ids = sorted(patient_ids)
     # Create only the missing rows: an INSERT IGNORE over existing ones takes shared locks
     # that deadlock against another evaluation's FOR UPDATE of the same patients.
-    existing = set(
-        PatientAlertState.objects.filter(patient_id__in=ids).values_list("patient_id", flat=True)
-    )
+    existing = states_existing(patient_ids=ids)
     missing = [pk for pk in ids if pk not in existing]
     if missing:
         PatientAlertState.objects.bulk_create(
@@ -186,6 +183,7 @@ def _state_lock_sql(count: int) -> str:
     )
 
 
+_NEWS2_FIELDS = ("patient_id", "observed_at", "total", "complete", "scale", "risk", "parameters")
 _STATE_FIELDS = (
     "latest",
     "runs",
@@ -213,14 +211,8 @@ def _staff_entered(
     patient_ids: Sequence[int], now: dt.datetime
 ) -> dict[int, dict[str, ParameterValue]]:
     latest: dict[int, dict[str, ParameterValue]] = defaultdict(dict)
-    for patient_id, code, value, observed_at in (
-        Observation.objects.filter(
-            patient_id__in=patient_ids,
-            code__in=STAFF_ENTERED_CODES,
-            observed_at__gte=now - NURSE_ENTERED_FRESHNESS,
-        )
-        .order_by("observed_at", "pk")
-        .values_list("patient_id", "code", "value", "observed_at")
+    for patient_id, code, value, observed_at in readings_since(
+        patient_ids=patient_ids, codes=STAFF_ENTERED_CODES, since=now - NURSE_ENTERED_FRESHNESS
     ):
         latest[patient_id][code] = ParameterValue(code=code, value=value, observed_at=observed_at)
     return latest
@@ -230,21 +222,7 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
     """Evaluate new readings of several patients (within the caller's transaction)."""
     patient_ids = sorted(samples)
     states = _lock_states(patient_ids)
-    beds = {
-        row["patient_id"]: row
-        for row in Admission.objects.filter(
-            patient_id__in=patient_ids, discharged_at__isnull=True
-        ).values(
-            "patient_id",
-            "patient__public_id",
-            "patient__news2_spo2_scale2",
-            "bed_id",
-            "bed__public_id",
-            "bed__ward_id",
-            "bed__ward__code",
-            "bed__ward__escalation_seconds",
-        )
-    }
+    beds = stays_current(patient_ids=patient_ids)
     scale2 = {pk: row["patient__news2_spo2_scale2"] for pk, row in beds.items()}
     # Patients discharged since their readings: read on their own (seldom).
     if unadmitted := [pk for pk in patient_ids if pk not in beds]:
@@ -255,9 +233,7 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
         patients=[(pk, beds.get(pk, {}).get("bed__ward_id")) for pk in patient_ids]
     )
     open_alerts: dict[int, dict[int, OpenAlert]] = defaultdict(dict)
-    for pk, patient_id, rule_id, state, cleared_at in Alert.objects.filter(
-        open_patient__in=patient_ids
-    ).values_list("pk", "patient_id", "rule_id", "state", "condition_cleared_at"):
+    for pk, patient_id, rule_id, state, cleared_at in alerts_open(patient_ids=patient_ids):
         open_alerts[patient_id][rule_id] = OpenAlert(rule_id, state, cleared_at is not None, pk)
     staff = _staff_entered(patient_ids, now)
 
@@ -313,7 +289,12 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
             if row is not None:
                 news2_rows.append(row)
     _states_save(list(states.values()))
-    News2Score.objects.bulk_create(news2_rows)
+    # rawsql, like the states above: no compiling of bulk_create's INSERT in every task.
+    rows_insert(
+        News2Score,
+        _NEWS2_FIELDS,
+        ([getattr(row, name) for name in _NEWS2_FIELDS] for row in news2_rows),
+    )
 
 
 def _news2_history_row(

@@ -11,13 +11,16 @@ model to.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
+from django.utils.dateparse import parse_datetime
 
 
 def write_database(model: type[Model]) -> BaseDatabaseWrapper:
@@ -64,6 +67,27 @@ def table_sql(model: type[Model], alias: str) -> str:
 def column_sql(model: type[Model], alias: str, field: str) -> str:
     """The column of ``model``'s ``field`` (name or attname), quoted, under ``alias``."""
     return f"{alias}.{write_database(model).ops.quote_name(model._meta.get_field(field).column)}"
+
+
+def placeholders(count: int) -> str:
+    """``%s, %s, …``: the parameters of an ``IN (…)`` of ``count`` values (at least one)."""
+    if count < 1:
+        raise ValueError("an IN list needs at least one value")
+    return ", ".join(["%s"] * count)
+
+
+def datetime_from_db(value: Any) -> dt.datetime | None:
+    """A datetime column's value as the ORM returns it, aware and UTC: raw rows hold naive UTC
+    datetimes (MariaDB) or their text (SQLite, the embedded demo's database)."""
+    if value is None:
+        return None
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
+def uuid_from_db(value: Any) -> uuid.UUID | None:
+    """A UUID column's value as the ORM returns it (MariaDB and SQLite store 32 hex digits)."""
+    return None if value is None else uuid.UUID(str(value))
 
 
 def values_adapted(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:

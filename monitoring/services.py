@@ -12,9 +12,15 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from config.rawsql import column_sql, row_insert, rows_update, table_sql
+from config.rawsql import (
+    column_sql,
+    datetime_from_db,
+    row_insert,
+    rows_update,
+    table_sql,
+    uuid_from_db,
+)
 from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.vitals import VITALS
@@ -90,18 +96,6 @@ def device_for_token(*, digest: str) -> dict[str, Any] | None:
     return device
 
 
-def _aware(value: Any) -> dt.datetime | None:
-    # Raw rows hold naive UTC datetimes (MariaDB) or their text (SQLite, the embedded demo).
-    if value is None:
-        return None
-    moment = parse_datetime(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
-    return None if value is None else uuid.UUID(str(value))
-
-
 @functools.cache
 def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
     """The lookup's statement, built once per database vendor (its quoting) and shape."""
@@ -170,12 +164,12 @@ def _device_and_stays(
         "pk": pk,
         "active": bool(active),
         "bed_id": bed_id,
-        "bed__public_id": _uuid(bed_public_id),
+        "bed__public_id": uuid_from_db(bed_public_id),
         "bed__ward__code": ward_code,
-        "last_seen_at": _aware(last_seen_at),
+        "last_seen_at": datetime_from_db(last_seen_at),
     }
     stays: list[Stay] = [
-        (_aware(row[6]), _aware(row[7]), row[8], _uuid(row[9]))  # type: ignore[misc]
+        (datetime_from_db(row[6]), datetime_from_db(row[7]), row[8], uuid_from_db(row[9]))  # type: ignore[misc]
         for row in rows
         if during is not None and row[8] is not None
     ]
