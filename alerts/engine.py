@@ -11,12 +11,11 @@ two workers never deadlock.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from alerts.engine_sql import (
@@ -26,6 +25,7 @@ from alerts.engine_sql import (
     readings_since,
     samples_of_messages,
     states_existing,
+    states_lock,
     stays_current,
 )
 from alerts.evaluation import (
@@ -96,7 +96,6 @@ def _messages_evaluate(*, message_pks: Sequence[int], now: dt.datetime) -> int:
         # transaction merely scanned past, leaving them for the catch-up, seconds later. A
         # message another evaluation holds is waited for, then seen as evaluated. Rows are
         # locked in primary-key order, the same in every evaluation, so none deadlock here.
-        # (The statements of every task are SQL written from model metadata: alerts.engine_sql.)
         claimed = messages_claim(message_pks=message_pks)
         if not claimed:
             return 0
@@ -126,61 +125,7 @@ def _lock_states(patient_ids: Sequence[int]) -> dict[int, PatientAlertState]:
         PatientAlertState.objects.bulk_create(
             [PatientAlertState(patient_id=pk) for pk in missing], ignore_conflicts=True
         )
-    # Locked in one statement that walks the unique index on patient_id in ascending order,
-    # so every evaluation takes its locks in the same order and none deadlock. The index is
-    # forced: on a small table MariaDB may plan "patient_id IN (...)" as a locking full scan,
-    # which waits on every row any other evaluation holds and serialises all workers
-    # (measured by bench/alerts). One row per statement, as before, cost a round trip per
-    # patient: with the write-back below, two thirds of an evaluation's statements.
-    # The same statement reads the rows: a locking read returns their latest committed
-    # versions, which its locks then freeze. (It was a second, plain query; one statement less
-    # per task, and the ORM's compiling of it, was a tenth of an evaluation task's CPU.)
-    # (SQLite, the embedded demo's database, has no FOR UPDATE: its writes are serialised.)
-    if connection.features.has_select_for_update:
-        states = PatientAlertState.objects.raw(_state_lock_sql(len(ids)), ids)
-    else:
-        states = PatientAlertState.objects.filter(patient_id__in=ids)
-    return {state.patient_id: state for state in states}
-
-
-@functools.cache
-def _state_lock_statement() -> tuple[str, str, str, str]:
-    """(table, column, "FORCE INDEX (…)", the columns of a row) for locking and reading
-    PatientAlertState rows by patient, as quoted SQL, with the unique index on patient_id
-    looked up in the database once per process.
-
-    Should the lookup not find exactly one such index (a future migration), evaluation goes on
-    without the hint, logged as an error: locking may then serialise the workers, but alarms
-    keep being evaluated."""
-    meta = PatientAlertState._meta
-    column = meta.get_field("patient").column
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
-    with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, meta.db_table)
-    indexes = [
-        name
-        for name, constraint in constraints.items()
-        if constraint["unique"] and constraint["columns"] == [column] and constraint["index"]
-    ]
-    if len(indexes) != 1:
-        logger.error(
-            "no single unique index on %s.%s (found %r): locking alert states without it",
-            meta.db_table,
-            column,
-            indexes,
-        )
-        return quote(meta.db_table), quote(column), "", columns
-    return quote(meta.db_table), quote(column), f"FORCE INDEX ({quote(indexes[0])}) ", columns
-
-
-def _state_lock_sql(count: int) -> str:
-    table, column, hint, columns = _state_lock_statement()
-    placeholders = ", ".join(["%s"] * count)
-    return (
-        f"SELECT {columns} FROM {table} {hint}WHERE {column} IN ({placeholders}) "  # noqa: S608 - names from model metadata
-        f"ORDER BY {column} FOR UPDATE"
-    )
+    return states_lock(patient_ids=ids)
 
 
 _NEWS2_FIELDS = ("patient_id", "observed_at", "total", "complete", "scale", "risk", "parameters")

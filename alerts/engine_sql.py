@@ -1,11 +1,13 @@
-"""The alert engine's statements on every evaluation task, as SQL written from model metadata.
+"""The alert engine's statements in every evaluation task, as SQL written from model metadata.
 
 Every evaluation task ran about ten ORM queries whatever its size; building and compiling them
-was about 45 % of the Celery worker's CPU under 300 paced devices (py-spy, 2026-11-22), more
-than the database work. These are the same statements, in the form the ORM wrote them (same
-columns, conditions and order, so MariaDB plans them the same), built once per process and
-shape (``config.rawsql``), with their values returned as the ORM returns them: aware UTC
-datetimes, booleans, UUIDs.
+was about 45 % of the Celery worker's CPU under 150 paced devices (py-spy, 2026-11-22), more
+than the database work. These are the same statements as the ORM wrote them (same columns and
+conditions, and the same ORDER BY where the order matters: claiming and locking in key order,
+readings oldest first; the models' default orderings are left out where a unique constraint
+allows one row per key: ``one_open_alert_per_patient_rule``,
+``one_open_admission_per_patient``), built once per process and shape, with their values
+returned as the ORM returns them: aware UTC datetimes, booleans, UUIDs, model instances.
 
 They run on the connection the models are written to (``default``): evaluation reads inside
 its own transaction, never on a replica.
@@ -15,9 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
+
+from django.db.transaction import TransactionManagementError
 
 from alerts.evaluation import Sample
 from alerts.models import Alert, PatientAlertState
@@ -31,6 +36,8 @@ from config.rawsql import (
 )
 from monitoring.models import IngestMessage, Observation
 from patients.models import Admission, Bed, Patient, Ward
+
+logger = logging.getLogger(__name__)
 
 
 def _rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -62,6 +69,10 @@ def _messages_claim_sql(vendor: str) -> str:
 def messages_claim(*, message_pks: Sequence[int]) -> list[int]:
     """Lock the messages among ``message_pks`` not evaluated yet, in primary-key order, and
     return their pks (ascending)."""
+    if not write_database(IngestMessage).in_atomic_block:
+        # The ORM refuses select_for_update outside a transaction; this SQL would lock nothing
+        # and let two workers claim the same messages.
+        raise TransactionManagementError("messages_claim locks rows: call it inside atomic()")
     if not message_pks:
         return []
     pks = sorted(set(message_pks))
@@ -80,6 +91,8 @@ def _messages_mark_sql(vendor: str) -> str:
 
 
 def messages_mark_evaluated(*, message_pks: Sequence[int], now: dt.datetime) -> None:
+    """Set the messages' ``evaluated_at``: in the transaction that claimed them and applied
+    what their readings caused, so they are evaluated exactly once."""
     if not message_pks:
         return
     sql = _messages_mark_sql(write_database(IngestMessage).vendor).format(
@@ -225,3 +238,65 @@ def readings_since(
             sql, [*codes, _datetime_param(since), *patient_ids]
         )
     ]
+
+
+def states_lock(*, patient_ids: Sequence[int]) -> dict[int, PatientAlertState]:
+    """Lock the patients' PatientAlertState rows (they exist) and read them, by patient."""
+    ids = sorted(patient_ids)
+    database = write_database(PatientAlertState)
+    # Locked in one statement that walks the unique index on patient_id in ascending order,
+    # so every evaluation takes its locks in the same order and none deadlock. The index is
+    # forced: on a small table MariaDB may plan "patient_id IN (...)" as a locking full scan,
+    # which waits on every row any other evaluation holds and serialises all workers
+    # (measured by bench/alerts). One row per statement, as before, cost a round trip per
+    # patient: with the write-back (alerts.engine._states_save), two thirds of an
+    # evaluation's statements.
+    # The same statement reads the rows: a locking read returns their latest committed
+    # versions, which its locks then freeze. (It was a second, plain query; one statement less
+    # per task, and the ORM's compiling of it, was a tenth of an evaluation task's CPU.)
+    # (SQLite, the embedded demo's database, has no FOR UPDATE: its writes are serialised.)
+    if database.features.has_select_for_update:
+        states = list(PatientAlertState.objects.raw(_state_lock_sql(len(ids)), ids))
+    else:
+        states = list(PatientAlertState.objects.filter(patient_id__in=ids))
+    return {state.patient_id: state for state in states}
+
+
+@functools.cache
+def _state_lock_statement() -> tuple[str, str, str, str]:
+    """(table, column, "FORCE INDEX (…)", the columns of a row) for locking and reading
+    PatientAlertState rows by patient, as quoted SQL, with the unique index on patient_id
+    looked up in the database once per process.
+
+    Should the lookup not find exactly one such index (a future migration), evaluation goes on
+    without the hint, logged as an error: locking may then serialise the workers, but alarms
+    keep being evaluated."""
+    meta = PatientAlertState._meta
+    column = meta.get_field("patient").column
+    database = write_database(PatientAlertState)
+    quote = database.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
+    with database.cursor() as cursor:
+        constraints = database.introspection.get_constraints(cursor, meta.db_table)
+    indexes = [
+        name
+        for name, constraint in constraints.items()
+        if constraint["unique"] and constraint["columns"] == [column] and constraint["index"]
+    ]
+    if len(indexes) != 1:
+        logger.error(
+            "no single unique index on %s.%s (found %r): locking alert states without it",
+            meta.db_table,
+            column,
+            indexes,
+        )
+        return quote(meta.db_table), quote(column), "", columns
+    return quote(meta.db_table), quote(column), f"FORCE INDEX ({quote(indexes[0])}) ", columns
+
+
+def _state_lock_sql(count: int) -> str:
+    table, column, hint, columns = _state_lock_statement()
+    return (
+        f"SELECT {columns} FROM {table} {hint}WHERE {column} IN ({placeholders(count)}) "  # noqa: S608 - names from model metadata
+        f"ORDER BY {column} FOR UPDATE"
+    )

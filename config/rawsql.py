@@ -1,12 +1,14 @@
-"""INSERTs and by-key UPDATEs written from model metadata, for the hot paths.
+"""SQL written from model metadata, for the hot paths: INSERTs, by-key UPDATEs, and the
+helpers a statement written by hand needs (quoted names, ``IN`` placeholders, values read
+back as the ORM returns them).
 
 On the ingestion and evaluation paths, building and compiling the ORM's query for every call
 cost more than the database work itself (``objects.create``, ``bulk_update``'s CASE WHEN per
-field and row: py-spy during ``bin/bench ingest`` and ``bin/bench alerts``). These statements
-are built from model metadata without the ORM's query compiler (one-row statements once per
-model and field list), and each value is adapted by its own field (``get_db_prep_save``:
-JSON, datetimes), exactly as the ORM would store it, on the database the router writes the
-model to.
+field and row, the evaluation task's reads: py-spy during ``bin/bench ingest`` and ``bin/bench
+alerts``). These statements are built from model metadata without the ORM's query compiler
+(one-row statements once per model and field list), and each value is adapted by its own field
+(``get_db_prep_save``: JSON, datetimes), exactly as the ORM would store it, on the database the
+router writes the model to.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -31,8 +33,7 @@ def write_database(model: type[Model]) -> BaseDatabaseWrapper:
 @functools.cache
 def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...]) -> str:
     if kind == "insert":
-        placeholders = ", ".join(["%s"] * len(names))
-        return f"{insert_into_sql(model, names)} VALUES ({placeholders})"
+        return f"{insert_into_sql(model, names)} VALUES ({placeholders(len(names))})"
     meta = model._meta
     quote = write_database(model).ops.quote_name
     columns = [quote(meta.get_field(name).column) for name in names]  # names or attnames
@@ -76,17 +77,26 @@ def placeholders(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
-def datetime_from_db(value: Any) -> dt.datetime | None:
-    """A datetime column's value as the ORM returns it, aware and UTC: raw rows hold naive UTC
-    datetimes (MariaDB) or their text (SQLite, the embedded demo's database)."""
+@overload
+def datetime_from_db(value: None) -> None: ...
+@overload
+def datetime_from_db(value: dt.datetime | str) -> dt.datetime: ...
+def datetime_from_db(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A datetime column's value as the ORM returns it, aware and UTC. Raw rows hold naive
+    datetimes (MariaDB) or their text (SQLite, the embedded demo's database), in UTC: Django
+    writes UTC (``USE_TZ``, no database ``TIME_ZONE``) and the MariaDB connections'
+    ``init_command`` sets ``time_zone='+00:00'`` (config/settings.py)."""
     if value is None:
         return None
     moment = parse_datetime(value) if isinstance(value, str) else value
+    if moment is None:
+        raise ValueError(f"not a datetime: {value!r}")
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 def uuid_from_db(value: Any) -> uuid.UUID | None:
-    """A UUID column's value as the ORM returns it (MariaDB and SQLite store 32 hex digits)."""
+    """A UUID column's value as the ORM returns it (MariaDB's native ``uuid`` type gives the
+    hyphenated text, a ``char(32)`` or SQLite the 32 hex digits: ``uuid.UUID`` takes both)."""
     return None if value is None else uuid.UUID(str(value))
 
 
@@ -158,7 +168,7 @@ def _rows_update(
         assignments = ", ".join(
             f"{quote(meta.get_field(name).column)} = CASE {key} {cases} END" for name in names
         )
-        keys = ", ".join(["%s"] * len(rows))
+        keys = placeholders(len(rows))
         sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {key} IN ({keys})"  # noqa: S608 - names from model metadata
         adapted = [_adapted(model, names, values, database) for _, values in rows]
         params = [

@@ -81,7 +81,9 @@ print(json.dumps({
     "after": list(Alert.objects.values_list("state", "condition_cleared_at")),
     "unevaluated": IngestMessage.objects.filter(evaluated_at__isnull=True).count(),
     "news2": [state.news2_total, state.news2_complete],
-    "history": News2Score.objects.count(),
+    "history": list(
+        News2Score.objects.order_by("observed_at").values_list("total", "complete", "parameters")
+    ),
 }, default=str))
 """
 
@@ -109,4 +111,16 @@ def test_it_fires_and_clears_an_alarm_on_the_embedded_demos_database(tmp_path: P
     assert outcome["unevaluated"] == 0
     # All seven NEWS2 inputs, the two staff-entered ones read by the engine: a complete 0.
     assert outcome["news2"] == [0, True]
-    assert outcome["history"] >= 1
+    # The history's newest row, written by the hand-written INSERT: every parameter with its
+    # code, value and score, as the chart shows them.
+    total, complete, parameters = outcome["history"][-1]
+    assert (total, complete) == (0, True)
+    assert [(p["parameter"], p["code"], p["value"], p["score"]) for p in parameters] == [
+        ("respiratory_rate", "9279-1", 14.0, 0),
+        ("spo2", "59408-5", 97.0, 0),
+        ("air_or_oxygen", "local-supplemental-o2", 0.0, 0),
+        ("systolic_bp", "8480-6", 120.0, 0),
+        ("pulse", "8867-4", 70.0, 0),
+        ("consciousness", "local-acvpu", 0.0, 0),
+        ("temperature", "8310-5", 37.0, 0),
+    ]

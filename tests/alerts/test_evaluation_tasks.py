@@ -12,12 +12,14 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.test import override_settings
 from django.utils import timezone
 
 from alerts.defaults import default_rules_ensure
 from alerts.dispatch import evaluation_requests
 from alerts.engine import messages_evaluate
+from alerts.engine_sql import messages_claim
 from alerts.models import Alert, AlertEvent, AlertRule, News2Score, PatientAlertState
 from alerts.services import AlertActionRefused, alert_acknowledge
 from alerts.tasks import evaluate_messages, evaluation_catch_up
@@ -26,7 +28,12 @@ from monitoring.events import ward_event_decode, ward_group_name
 from monitoring.ingestion import message_parse
 from monitoring.metrics import EVALUATION_REQUEST_FAILURES
 from monitoring.models import IngestMessage, token_digest
-from monitoring.services import device_token_issue, message_digest, observations_record
+from monitoring.services import (
+    device_token_issue,
+    message_digest,
+    observation_enter,
+    observations_record,
+)
 from patients.models import Patient
 from patients.services import admission_discharge
 from tests import factories
@@ -367,3 +374,57 @@ def test_it_scores_news2_on_the_patients_own_spo2_scale_admitted_or_discharged_s
         .values_list("observed_at", "scale", "total")
     )
     assert scores == [(start, 2, 0), (start + dt.timedelta(seconds=1), 2, 1)]
+
+
+@pytest.mark.django_db
+def test_it_writes_each_news2_parameter_to_the_history_with_the_staff_entered_ones() -> None:
+    _, admission, _, token = _bedside()
+    at = timezone.now() - dt.timedelta(seconds=20)
+    nurse = factories.clinician()
+    observation_enter(patient=admission.patient, code="local-supplemental-o2", value=1, user=nurse)
+    observation_enter(patient=admission.patient, code="local-acvpu", value=0, user=nurse)
+    readings = [
+        ("9279-1", 22, "/min"),
+        ("59408-5", 95, "%"),
+        ("8480-6", 105, "mm[Hg]"),
+        ("8867-4", 95, "/min"),
+        ("8310-5", 38.5, "Cel"),
+    ]
+    body = json.dumps(
+        {
+            "message_id": "full-set",
+            "observations": [
+                {"code": code, "value": value, "unit": unit, "observed_at": at.isoformat()}
+                for code, value, unit in readings
+            ],
+        }
+    ).encode()
+    observations_record(
+        token_digest=token_digest(token),
+        message=message_parse(body=body, now=at),
+        body_digest=message_digest(body),
+        now=at,
+    )
+    assert evaluate_messages(message_pks=[IngestMessage.objects.get().pk]) == 1
+
+    row = News2Score.objects.get(patient=admission.patient)
+    # RR 22: 2; SpO2 95 on scale 1: 1; oxygen: 2; SBP 105: 1; HR 95: 1; alert: 0; 38.5: 1.
+    assert (row.total, row.complete, row.scale, row.risk) == (8, True, 1, "high")
+    assert [(p["code"], p["value"], p["score"]) for p in row.parameters] == [
+        ("9279-1", 22.0, 2),
+        ("59408-5", 95.0, 1),
+        ("local-supplemental-o2", 1.0, 2),
+        ("8480-6", 105.0, 1),
+        ("8867-4", 95.0, 1),
+        ("local-acvpu", 0.0, 0),
+        ("8310-5", 38.5, 1),
+    ]
+    assert row.observed_at == at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_to_claim_messages_outside_a_transaction() -> None:
+    # A claim's row locks last only as long as its transaction: outside one they would lock
+    # nothing, and two workers could evaluate the same messages.
+    with pytest.raises(TransactionManagementError):
+        messages_claim(message_pks=[1])
