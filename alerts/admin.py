@@ -27,6 +27,7 @@ from alerts.forms import AlertRuleForm, ObservationEntryForm, PatientThresholdRu
 from alerts.models import Alert, AlertEvent, AlertRule, News2Score, PatientAlertState
 from alerts.selectors import rules_effective_for
 from alerts.services import AlertActionRefused, alert_acknowledge
+from config.rawsql import concrete_field
 from monitoring.services import ObservationRefused, observation_enter
 from monitoring.vitals import vital_for
 from patients.admin import CONFIRMED, PatientAdmin, ReadOnlyModelAdmin
@@ -57,9 +58,9 @@ class RuleScopeFilter(admin.SimpleListFilter):
 
 def _scope_label(rule: AlertRule) -> str:
     """Reads ``rule.ward`` / ``rule.patient``: select them with the rule."""
-    if rule.patient_id:
+    if rule.patient is not None:
         return f"Patient {rule.patient.mrn}"
-    if rule.ward_id:
+    if rule.ward is not None:
         return f"Ward {rule.ward.code}"
     return "Hospital"
 
@@ -133,8 +134,7 @@ class AlertEventInline(admin.TabularInline):
     """The alert's audit trail, oldest first: who did what, when, at which value and level."""
 
     model = AlertEvent
-    fields = ["at", "kind", "by", "value", "escalation_level"]
-    readonly_fields = fields
+    readonly_fields = fields = ("at", "kind", "by", "value", "escalation_level")
     ordering = ["at", "pk"]
     extra = 0
     can_delete = False
@@ -178,7 +178,7 @@ class AlertAdmin(ReadOnlyModelAdmin):
     list_select_related = ["patient", "rule", "acknowledged_by"]
     # Alerts only accumulate; a second COUNT(*) over all of them buys nothing.
     show_full_result_count = False
-    fields = [
+    readonly_fields = fields = (
         "public_id",
         "patient",
         "rule",
@@ -201,8 +201,7 @@ class AlertAdmin(ReadOnlyModelAdmin):
         "escalation_level",
         "escalation_due_at",
         "created_at",
-    ]
-    readonly_fields = fields
+    )
     raw_id_fields = ["patient", "rule", "bed", "device", "acknowledged_by"]
     inlines = [AlertEventInline]
     actions = ["acknowledge"]
@@ -273,8 +272,7 @@ class AlertEventAdmin(ReadOnlyModelAdmin):
     list_select_related = ["alert", "by"]
     show_full_result_count = False
     ordering = ["-pk"]
-    fields = ["alert", "kind", "at", "by", "value", "escalation_level"]
-    readonly_fields = fields
+    readonly_fields = fields = ("alert", "kind", "at", "by", "value", "escalation_level")
     raw_id_fields = ["alert", "by"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AlertEvent]:
@@ -291,8 +289,15 @@ class News2ScoreAdmin(ReadOnlyModelAdmin):
     search_fields = ["^patient__mrn"]
     list_select_related = ["patient"]
     show_full_result_count = False
-    fields = ["patient", "observed_at", "total", "complete", "scale", "risk", "parameters"]
-    readonly_fields = fields
+    readonly_fields = fields = (
+        "patient",
+        "observed_at",
+        "total",
+        "complete",
+        "scale",
+        "risk",
+        "parameters",
+    )
     raw_id_fields = ["patient"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[News2Score]:
@@ -399,7 +404,7 @@ class PatientAlertsAdmin(PatientAdmin):
                 self.log_addition(request, rule, f"Added {where}.")
             else:
                 labels = ", ".join(
-                    str(AlertRule._meta.get_field(name).verbose_name) for name in changed[id(rule)]
+                    str(concrete_field(AlertRule, name).verbose_name) for name in changed[id(rule)]
                 )
                 self.log_change(request, rule, f"Changed {labels} {where}.")
 

@@ -116,8 +116,8 @@ class _BrokerLink:
             if self._connection is None:
                 self._connection, self._url = app.connection_for_write(), url
             try:
-                evaluate_messages.apply_async(
-                    args=[batch], retry=False, connection=self._connection
+                evaluate_messages.apply_async(  # type: ignore[call-arg]  # connection: documented, not in the stubs
+                    args=(batch,), retry=False, connection=self._connection
                 )
             except BaseException:
                 self.close()

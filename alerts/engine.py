@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.db import OperationalError, transaction
 from django.utils import timezone
@@ -178,8 +179,10 @@ def patients_evaluate(*, samples: dict[int, list[Sample]], now: dt.datetime) -> 
         patients=[(pk, beds.get(pk, {}).get("bed__ward_id")) for pk in patient_ids]
     )
     open_alerts: dict[int, dict[int, OpenAlert]] = defaultdict(dict)
-    for pk, patient_id, rule_id, state, cleared_at in alerts_open(patient_ids=patient_ids):
-        open_alerts[patient_id][rule_id] = OpenAlert(rule_id, state, cleared_at is not None, pk)
+    for pk, patient_id, rule_id, alert_state, cleared_at in alerts_open(patient_ids=patient_ids):
+        open_alerts[patient_id][rule_id] = OpenAlert(
+            rule_id, alert_state, cleared_at is not None, pk
+        )
     staff = _staff_entered(patient_ids, now)
 
     news2_rows: list[News2Score] = []
@@ -294,7 +297,7 @@ def devices_offline_check(*, now: dt.datetime | None = None) -> tuple[int, int]:
             "bed__devices__last_seen_at",
         )
     )
-    by_patient: dict[int, list[dict]] = defaultdict(list)
+    by_patient: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for stay in stays:
         by_patient[stay["patient_id"]].append(stay)
     rules = rules_effective_for_many(
@@ -326,7 +329,9 @@ def devices_offline_check(*, now: dt.datetime | None = None) -> tuple[int, int]:
     return fired, resolved
 
 
-def _offline_fire(rule: AlertRule, patient_id: int, row: dict, now: dt.datetime) -> int:
+def _offline_fire(
+    rule: AlertRule, patient_id: int, row: Mapping[str, Any], now: dt.datetime
+) -> int:
     last_seen = row["bed__devices__last_seen_at"]
     since = f"since {last_seen:%H:%M:%S} UTC" if last_seen else "since admission"
     alert_fire(

@@ -28,6 +28,7 @@ from alerts.evaluation import Sample
 from alerts.models import Alert, PatientAlertState
 from config.rawsql import (
     column_sql,
+    concrete_field,
     datetime_from_db,
     placeholders,
     table_sql,
@@ -84,8 +85,9 @@ def messages_claim(*, message_pks: Sequence[int]) -> list[int]:
 def _messages_mark_sql(vendor: str) -> str:
     quote = write_database(IngestMessage).ops.quote_name
     meta = IngestMessage._meta
+    evaluated_at = quote(concrete_field(IngestMessage, "evaluated_at").column)
     return (
-        f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('evaluated_at').column)} = %s "  # noqa: S608 - names from model metadata
+        f"UPDATE {quote(meta.db_table)} SET {evaluated_at} = %s "  # noqa: S608 - names from model metadata
         f"WHERE {quote(meta.pk.column)} IN ({{}})"
     )
 
@@ -272,7 +274,7 @@ def _state_lock_statement() -> tuple[str, str, str, str]:
     without the hint, logged as an error: locking may then serialise the workers, but alarms
     keep being evaluated."""
     meta = PatientAlertState._meta
-    column = meta.get_field("patient").column
+    column = concrete_field(PatientAlertState, "patient").column
     database = write_database(PatientAlertState)
     quote = database.ops.quote_name
     columns = ", ".join(quote(field.column) for field in meta.concrete_fields)

@@ -142,7 +142,8 @@ class AlertRuleForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         # A form without a field (the patient inline has no kind and no ward) is judged by
         # the instance's value of it.
         values = {
@@ -226,7 +227,8 @@ class ObservationEntryForm(forms.Form):
     }
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if not self.errors and all(cleaned.get(name) is None for name in self.CODES):
             raise ValidationError(
                 "Choose air or oxygen, a level of consciousness, or both.", code="nothing_chosen"

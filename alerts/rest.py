@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError as ModelValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -443,8 +444,11 @@ class AlertRuleDetailApi(RecordsApi):
     )
     def delete(self, request: Request, id: str) -> Response:
         rule = visible_or_404(_rules(), public_id=public_id_or_404(id))
+        user = request.user
+        if isinstance(user, AnonymousUser):  # never: the view's permissions require a sign-in
+            raise exceptions.NotAuthenticated()
         try:
-            alert_rule_delete(rule=rule, user=request.user)
+            alert_rule_delete(rule=rule, user=user)
         except AlertActionRefused as refused:
             raise Conflict(refused.code, refused.detail) from refused
         return Response(status=status.HTTP_204_NO_CONTENT)

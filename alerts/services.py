@@ -55,7 +55,7 @@ def _record(
         alert=alert,
         kind=kind,
         at=at,
-        by=by,
+        by_id=by.pk if by is not None else None,
         value=value,
         escalation_level=alert.escalation_level,
     )
@@ -251,6 +251,8 @@ def alerts_escalate(*, now: dt.datetime | None = None) -> int:
     ).values_list("pk", "escalation_level", "escalation_due_at", "bed__ward__escalation_seconds")
     raised = 0
     for pk, level, due, period in overdue:
+        if due is None:  # never: the filter reads escalation_due_at <= now
+            continue
         with transaction.atomic():
             if _cas(
                 pk,

@@ -10,6 +10,7 @@ still share the machine's cores: docs/scaling.md.)
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -27,6 +28,9 @@ from config.observability import RequestIdMiddleware  # noqa: E402
 from monitoring.asgi import DeviceIngestApplication, send_json  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.wsauth import DashboardAuthMiddlewareStack  # noqa: E402
+
+ASGIReceive = Callable[[], Awaitable[Mapping[str, Any]]]
+ASGISend = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 collector_tune(settings.GC_THRESHOLDS)
 
@@ -54,7 +58,7 @@ INGEST_PATH = "/api/v1/ingest/"
 device_ingest_app = DeviceIngestApplication()
 
 
-async def http_application(scope: dict, receive: object, send: object) -> None:
+async def http_application(scope: dict, receive: ASGIReceive, send: ASGISend) -> None:
     """Devices get the lean path; everything else the full Django stack."""
     if scope["path"] == INGEST_PATH:
         await device_ingest_app(scope, receive, send)
@@ -86,7 +90,7 @@ _ONLY_INGEST = {
 }
 
 
-async def ingest_http_application(scope: dict, receive: object, send: object) -> None:
+async def ingest_http_application(scope: dict, receive: ASGIReceive, send: ASGISend) -> None:
     if scope["path"] == INGEST_PATH:
         await device_ingest_app(scope, receive, send)
     elif scope["path"] in PROBE_PATHS:

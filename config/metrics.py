@@ -77,6 +77,7 @@ class PortalCollector(Collector):
             for received, evaluated in IngestMessage.objects.filter(
                 evaluated_at__gte=since
             ).values_list("received_at", "evaluated_at")
+            if evaluated is not None  # always, by the filter: for the type checker
         )
         lag = GaugeMetricFamily(
             "portal_alert_evaluation_lag_seconds",
@@ -110,7 +111,7 @@ def _task_failures() -> dict[str, int]:
         raw = client.hgetall(task_failures_key())
     except redis.RedisError:
         return {}
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
 
 _collector = PortalCollector()

@@ -82,7 +82,7 @@ class ErrorSerializer(serializers.Serializer):
 class ValidationErrorSerializer(ErrorSerializer):
     # The metaclass takes declared fields out of the class body, so this does not shadow
     # Serializer.fields.
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]  # see above
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="The messages for each invalid field (or query parameter); absent when the "

@@ -21,8 +21,16 @@ from typing import Any, overload
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.utils.dateparse import parse_datetime
+
+
+def concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
+    """``model``'s field ``name`` (its name or attname) that has a column."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} has no column")
+    return field
 
 
 def write_database(model: type[Model]) -> BaseDatabaseWrapper:
@@ -36,7 +44,7 @@ def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...
         return f"{insert_into_sql(model, names)} VALUES ({placeholders(len(names))})"
     meta = model._meta
     quote = write_database(model).ops.quote_name
-    columns = [quote(meta.get_field(name).column) for name in names]  # names or attnames
+    columns = [quote(concrete_field(model, name).column) for name in names]  # names or attnames
     table = quote(meta.db_table)
     assignments = ", ".join(f"{column} = %s" for column in columns)
     return f"UPDATE {table} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608 - names from model metadata
@@ -45,9 +53,8 @@ def _statement(vendor: str, kind: str, model: type[Model], names: tuple[str, ...
 def _adapted(
     model: type[Model], names: Sequence[str], values: Sequence[Any], database: BaseDatabaseWrapper
 ) -> list[Any]:
-    meta = model._meta
     return [
-        meta.get_field(name).get_db_prep_save(value, database)
+        concrete_field(model, name).get_db_prep_save(value, database)
         for name, value in zip(names, values, strict=True)
     ]
 
@@ -56,7 +63,7 @@ def insert_into_sql(model: type[Model], names: Sequence[str]) -> str:
     """``INSERT INTO table (columns)`` for ``model``'s fields ``names`` (names or attnames),
     quoted: the head of this module's INSERTs and of an ``INSERT … SELECT`` written by hand."""
     quote = write_database(model).ops.quote_name
-    columns = ", ".join(quote(model._meta.get_field(name).column) for name in names)
+    columns = ", ".join(quote(concrete_field(model, name).column) for name in names)
     return f"INSERT INTO {quote(model._meta.db_table)} ({columns})"
 
 
@@ -67,7 +74,7 @@ def table_sql(model: type[Model], alias: str) -> str:
 
 def column_sql(model: type[Model], alias: str, field: str) -> str:
     """The column of ``model``'s ``field`` (name or attname), quoted, under ``alias``."""
-    return f"{alias}.{write_database(model).ops.quote_name(model._meta.get_field(field).column)}"
+    return f"{alias}.{write_database(model).ops.quote_name(concrete_field(model, field).column)}"
 
 
 def placeholders(count: int) -> str:
@@ -166,7 +173,8 @@ def _rows_update(
         key = quote(meta.pk.column)
         cases = " ".join(["WHEN %s THEN %s"] * len(rows))
         assignments = ", ".join(
-            f"{quote(meta.get_field(name).column)} = CASE {key} {cases} END" for name in names
+            f"{quote(concrete_field(model, name).column)} = CASE {key} {cases} END"
+            for name in names
         )
         keys = placeholders(len(rows))
         sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {key} IN ({keys})"  # noqa: S608 - names from model metadata

@@ -279,7 +279,7 @@ CELERY_TIMEZONE = "UTC"
 # Celery's Django fixup closes the database connection around every task unless told to reuse
 # it; reuse raised one-query tasks from ~615/s to ~820–900/s here (perf-facts.md).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Technical alarms (device offline / back) and escalation.
     "alerts-tick": {"task": "alerts.tasks.alerts_tick", "schedule": 5.0},
     # Device messages the normal path never evaluated (broker was down, worker lost).

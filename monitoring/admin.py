@@ -124,6 +124,18 @@ class UnassignedFilter(admin.SimpleListFilter):
         return queryset
 
 
+_OBSERVATION_COLUMNS = (
+    "device",
+    "patient",
+    "code",
+    "value",
+    "unit",
+    "observed_at",
+    "received_at",
+    "artifact",
+)
+
+
 @admin.register(Observation)
 class ObservationAdmin(ReadOnlyModelAdmin):
     """Read-only: readings arrive from devices and are clinical records, never edited.
@@ -133,23 +145,13 @@ class ObservationAdmin(ReadOnlyModelAdmin):
     key, and no sortable columns (each would be a filesort of the whole table).
     """
 
-    list_display = [
-        "device",
-        "patient",
-        "code",
-        "value",
-        "unit",
-        "observed_at",
-        "received_at",
-        "artifact",
-    ]
+    list_display = _OBSERVATION_COLUMNS
     list_filter = ["code", UnassignedFilter, "artifact"]
     list_select_related = ["device", "patient"]
     show_full_result_count = False
     ordering = ["-pk"]
-    sortable_by: list[str] = []
-    fields = [*list_display, "message"]
-    readonly_fields = fields
+    sortable_by = ()
+    readonly_fields = fields = (*_OBSERVATION_COLUMNS, "message")
     raw_id_fields = ["device", "patient", "message"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Observation]:
@@ -174,22 +176,24 @@ class EvaluationPendingFilter(admin.SimpleListFilter):
         return queryset
 
 
+_INGEST_MESSAGE_COLUMNS = (
+    "device",
+    "message_id",
+    "observation_count",
+    "received_at",
+    "evaluated_at",
+)
+
+
 @admin.register(IngestMessage)
 class IngestMessageAdmin(ReadOnlyModelAdmin):
     """Read-only: what each device sent and was told; "not yet evaluated" is the catch-up queue."""
 
-    list_display = [
-        "device",
-        "message_id",
-        "observation_count",
-        "received_at",
-        "evaluated_at",
-    ]
+    list_display = _INGEST_MESSAGE_COLUMNS
     list_filter = [EvaluationPendingFilter]
     search_fields = ["=device__serial", "=message_id"]
     list_select_related = ["device"]
     show_full_result_count = False
     ordering = ["-pk"]
-    sortable_by: list[str] = []
-    fields = [*list_display, "body_digest", "response"]
-    readonly_fields = fields
+    sortable_by = ()
+    readonly_fields = fields = (*_INGEST_MESSAGE_COLUMNS, "body_digest", "response")

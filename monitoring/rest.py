@@ -216,7 +216,7 @@ class ObservationSerializer(serializers.Serializer):
     artifact = serializers.BooleanField(
         help_text="Marked unreliable by the device: stored, never alarmed on."
     )
-    source = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()  # type: ignore[assignment]  # a field named like a DRF Field attribute
     device = serializers.UUIDField(source="device.public_id", allow_null=True, default=None)
 
     def get_source(self, observation: Observation) -> str:
@@ -505,7 +505,7 @@ class LatestVitalSerializer(serializers.Serializer):
 
 class BedLatestVitalsSerializer(serializers.Serializer):
     bed = serializers.UUIDField(help_text="Bed public id.")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF Field attribute
     patient = serializers.UUIDField(allow_null=True, help_text="Admitted patient's public id.")
     vitals = serializers.DictField(
         child=LatestVitalSerializer(), help_text="By LOINC code: the newest reading."

@@ -193,8 +193,7 @@ class AdmissionInline(admin.TabularInline):
     """The patient's stays, read-only: they change only through the actions (the services)."""
 
     model = Admission
-    fields = ["bed", "admitted_at", "discharged_at", "end_reason"]
-    readonly_fields = fields
+    readonly_fields = fields = ("bed", "admitted_at", "discharged_at", "end_reason")
     ordering = ["-admitted_at"]
     extra = 0
     can_delete = False
@@ -443,8 +442,14 @@ class AdmissionAdmin(ReadOnlyModelAdmin):
     list_select_related = ["patient", "bed__ward"]
     # Admissions only accumulate; a second COUNT(*) over all of them buys nothing.
     show_full_result_count = False
-    fields = ["public_id", "patient", "bed", "admitted_at", "discharged_at", "end_reason"]
-    readonly_fields = fields
+    readonly_fields = fields = (
+        "public_id",
+        "patient",
+        "bed",
+        "admitted_at",
+        "discharged_at",
+        "end_reason",
+    )
     # Should editing ever be allowed, a select would load every patient and bed.
     raw_id_fields = ["patient", "bed"]
 
@@ -453,20 +458,22 @@ class AdmissionAdmin(ReadOnlyModelAdmin):
         return super().get_queryset(request).select_related("patient", "bed__ward")
 
 
+_ACCESS_LOG_COLUMNS = ("at", "user", "token", "patient", "action", "address", "request_id")
+
+
 @admin.register(AccessLog)
 class AccessLogAdmin(ReadOnlyModelAdmin):
     """Who read which patient's records, when, from where: browsable, never editable."""
 
-    list_display = ["at", "user", "token", "patient", "action", "address", "request_id"]
+    list_display = _ACCESS_LOG_COLUMNS
     list_filter = ["action", ("user", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=patient__mrn", "=user__username", "=request_id"]
     list_select_related = ["user", "token", "patient"]
     show_full_result_count = False
     ordering = ["-at", "-pk"]
-    sortable_by: list[str] = []
+    sortable_by = ()
     raw_id_fields = ["user", "token", "patient"]
-    fields = [*list_display, "resource"]
-    readonly_fields = fields
+    readonly_fields = fields = (*_ACCESS_LOG_COLUMNS, "resource")
 
 
 @admin.register(ApiToken)

@@ -92,7 +92,7 @@ class WardDetailApi(RecordsApi):
 class BedSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="public_id")
     ward = serializers.SlugField(source="ward.code")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF Field attribute
 
 
 class BedFilterSerializer(serializers.Serializer):

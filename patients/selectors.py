@@ -6,10 +6,24 @@ import enum
 import functools
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, Permission
+from django.contrib.auth.models import (
+    AbstractBaseUser,
+    AnonymousUser,
+    Group,
+    Permission,
+    PermissionsMixin,
+)
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
-from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import (
+    Exists,
+    ManyToManyField,
+    Model,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+)
 
 from config.rawsql import column_sql, table_sql
 from patients.models import Admission, Bed, Patient, Ward, WardAccess
@@ -23,7 +37,13 @@ ALL_WARDS_PERMISSION = ("patients", "view_all_wards")
 
 def user_sees_all_wards(*, user: User) -> bool:
     """Administrators (superusers, or holders of ``patients.view_all_wards``) see every ward."""
-    return bool(user.is_active and user.has_perm(".".join(ALL_WARDS_PERMISSION)))
+    # has_perm comes with PermissionsMixin (auth.User has it); a user model without it, like
+    # an anonymous user, holds no permission.
+    return bool(
+        user.is_active
+        and isinstance(user, PermissionsMixin)
+        and user.has_perm(".".join(ALL_WARDS_PERMISSION))
+    )
 
 
 def wards_visible_to(*, user: User) -> QuerySet[Ward]:
@@ -31,7 +51,7 @@ def wards_visible_to(*, user: User) -> QuerySet[Ward]:
         return Ward.objects.none()
     if user_sees_all_wards(user=user):
         return Ward.objects.all()
-    return Ward.objects.filter(accesses__user=user)
+    return Ward.objects.filter(accesses__user_id=user.pk)
 
 
 def ward_visible_to(*, user: User, ward_code: str) -> Ward | None:
@@ -77,6 +97,17 @@ def ward_visibility(*, user_id: int, ward_code: str) -> WardVisibility:
 
 
 @functools.cache
+def _through(model: type[Model], name: str) -> type[Model]:
+    """The table behind ``model``'s many-to-many field ``name``."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, ManyToManyField):
+        raise TypeError(f"{model.__name__}.{name} is not a many-to-many field")
+    through = field.remote_field.through
+    if through is None:
+        raise TypeError(f"{model.__name__}.{name} has no table of its own")
+    return through
+
+
 def _ward_visibility_sql(vendor: str) -> str:
     """The statement of ``ward_visibility``, built once per vendor from model metadata.
 
@@ -84,9 +115,9 @@ def _ward_visibility_sql(vendor: str) -> str:
     user's pk."""
     t, c = table_sql, column_sql
     user_model = get_user_model()
-    user_perms = user_model._meta.get_field("user_permissions").remote_field.through
-    user_groups = user_model._meta.get_field("groups").remote_field.through
-    group_perms = Group._meta.get_field("permissions").remote_field.through
+    user_perms = _through(user_model, "user_permissions")
+    user_groups = _through(user_model, "groups")
+    group_perms = _through(Group, "permissions")
 
     user_name = user_model._meta.model_name or "user"
     user_pk = c(user_model, "u", user_model._meta.pk.name)
@@ -133,7 +164,11 @@ def beds_with_current_admission(*, ward: Ward) -> QuerySet[Bed]:
 def ward_beds_and_patients(*, ward: Ward) -> tuple[list[Bed], dict[int, Patient]]:
     """The ward's beds in label order, and the patient admitted to each (by bed pk)."""
     beds = list(beds_with_current_admission(ward=ward))
-    patients = {bed.pk: bed.current_admissions[0].patient for bed in beds if bed.current_admissions}
+    patients = {
+        bed.pk: bed.current_admissions[0].patient  # type: ignore[attr-defined]  # Prefetch to_attr
+        for bed in beds
+        if bed.current_admissions  # type: ignore[attr-defined]
+    }
     return beds, patients
 
 

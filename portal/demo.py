@@ -402,7 +402,7 @@ def _ensure(
     Unlike update_or_create, which always saves, a rerun over unchanged rows writes nothing.
     ``values`` uses attnames (``bed_id``) so comparing them loads no related rows.
     """
-    row, created = model.objects.get_or_create(**lookup, defaults=values)
+    row, created = model._default_manager.get_or_create(**lookup, defaults=values)
     if created:
         summary.created += 1
         return row

@@ -104,10 +104,10 @@ def scenario_plan_build(
                 plan[serial] = ScheduledScenario(SCENARIOS[name], start_after)
     for text in requested:
         target, scheduled = scenario_argument_parse(text)
-        serial = by_key.get(_target_key(target))
-        if serial is None:
+        found = by_key.get(_target_key(target))
+        if found is None:
             raise PlanInvalid(f"{text!r}: {target!r} is no simulated device serial or bed")
-        plan[serial] = scheduled
+        plan[found] = scheduled
     return plan
 
 

@@ -87,7 +87,8 @@ def patient_page(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
     patient = patient_visible_to(user=request.user, patient_public_id=patient_id)
     if patient is None:
         raise Http404("No such patient.")
-    admission = patient.current_admissions[0] if patient.current_admissions else None
+    current = patient.current_admissions  # type: ignore[attr-defined]  # Prefetch to_attr
+    admission = current[0] if current else None
     access_record(
         user=request.user,
         patient_ids=[patient.pk],

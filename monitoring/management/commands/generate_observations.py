@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from monitoring.models import Device, Observation
@@ -115,7 +116,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{per_patient * len(patients):,} rows: more than {MAX_ROWS:,} in one command"
             )
-        todo = []
+        todo: list[tuple[Patient, QuerySet[Observation] | None]] = []
         for patient in patients:
             existing = Observation.objects.filter(
                 patient=patient,
@@ -137,9 +138,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         with transaction.atomic():
             deleted = 0
-            for _, existing in todo:
-                if existing is not None:
-                    deleted += existing.delete()[0]  # one DELETE: nothing refers to readings
+            for _, replaced in todo:
+                if replaced is not None:
+                    deleted += replaced.delete()[0]  # one DELETE: nothing refers to readings
             inserted = self._insert(
                 [(patient.pk, devices[patient.pk]) for patient, _ in todo],
                 stable=stable,
