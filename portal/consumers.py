@@ -104,7 +104,7 @@ async def _ward_snapshot_shared(ward_code: str) -> tuple[int, str]:
 class WardConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: ward and user messages come through the process's DashboardHub
     # (portal.hub), so a socket opening or closing costs Redis nothing.
-    channel_layer_alias = None  # type: ignore[assignment]
+    channel_layer_alias = None
     ward_code: str = ""
     groups_joined: list[str]
 
