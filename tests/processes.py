@@ -36,6 +36,20 @@ def python_code_run(
     )
 
 
+def embedded_demo_environment(database: Path) -> dict[str, str]:
+    """The environment of the embedded demo (``bin/demo`` without servers) on the SQLite file
+    ``database``: no Redis, tasks run in-process."""
+    return dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        PORTAL_MODE="development",
+        DEBUG="false",
+        DATABASE_URL=f"sqlite:///{database}",
+        REDIS_URL="",
+        LOG_LEVEL="WARNING",
+    )
+
+
 def child_process_environment(**extra: str) -> dict[str, str]:
     """The environment of a child process that must use this test run's database and Redis
     (Django renamed the database for the tests, so DATABASE_URL must name it)."""

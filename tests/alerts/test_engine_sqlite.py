@@ -8,10 +8,9 @@ entry point as the worker (``evaluate_messages``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from tests.processes import python_code_run
+from tests.processes import embedded_demo_environment, python_code_run
 
 SCRIPT = """
 import datetime as dt
@@ -89,15 +88,7 @@ print(json.dumps({
 
 
 def test_it_fires_and_clears_an_alarm_on_the_embedded_demos_database(tmp_path: Path) -> None:
-    environment = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        PORTAL_MODE="development",
-        DEBUG="false",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-        REDIS_URL="",
-        LOG_LEVEL="WARNING",
-    )
+    environment = embedded_demo_environment(tmp_path / "demo.sqlite3")
     result = python_code_run(SCRIPT, environment=environment, timeout=120)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])

@@ -51,11 +51,18 @@ def _bedside():
 
 
 def _post(token: str, message_id: str, at: dt.datetime, spo2: float) -> int:
+    return _post_readings(token, message_id, at, [("59408-5", spo2, "%")])
+
+
+def _post_readings(
+    token: str, message_id: str, at: dt.datetime, readings: list[tuple[str, float, str]]
+) -> int:
     body = json.dumps(
         {
             "message_id": message_id,
             "observations": [
-                {"code": "59408-5", "value": spo2, "unit": "%", "observed_at": at.isoformat()}
+                {"code": code, "value": value, "unit": unit, "observed_at": at.isoformat()}
+                for code, value, unit in readings
             ],
         }
     ).encode()
@@ -384,28 +391,14 @@ def test_it_writes_each_news2_parameter_to_the_history_with_the_staff_entered_on
     observation_enter(patient=admission.patient, code="local-supplemental-o2", value=1, user=nurse)
     observation_enter(patient=admission.patient, code="local-acvpu", value=0, user=nurse)
     readings = [
-        ("9279-1", 22, "/min"),
-        ("59408-5", 95, "%"),
-        ("8480-6", 105, "mm[Hg]"),
-        ("8867-4", 95, "/min"),
+        ("9279-1", 22.0, "/min"),
+        ("59408-5", 95.0, "%"),
+        ("8480-6", 105.0, "mm[Hg]"),
+        ("8867-4", 95.0, "/min"),
         ("8310-5", 38.5, "Cel"),
     ]
-    body = json.dumps(
-        {
-            "message_id": "full-set",
-            "observations": [
-                {"code": code, "value": value, "unit": unit, "observed_at": at.isoformat()}
-                for code, value, unit in readings
-            ],
-        }
-    ).encode()
-    observations_record(
-        token_digest=token_digest(token),
-        message=message_parse(body=body, now=at),
-        body_digest=message_digest(body),
-        now=at,
-    )
-    assert evaluate_messages(message_pks=[IngestMessage.objects.get().pk]) == 1
+    message_pk = _post_readings(token, "full-set", at, readings)
+    assert evaluate_messages(message_pks=[message_pk]) == 1
 
     row = News2Score.objects.get(patient=admission.patient)
     # RR 22: 2; SpO2 95 on scale 1: 1; oxygen: 2; SBP 105: 1; HR 95: 1; alert: 0; 38.5: 1.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from alerts.models import PatientAlertState
 from config.rawsql import row_insert, rows_update
 from tests import factories
-from tests.processes import python_code_run
+from tests.processes import embedded_demo_environment, python_code_run
 
 FIELDS = ("latest", "runs", "evaluated_at", "news2_total", "news2_complete", "news2_risk")
 
@@ -94,15 +93,7 @@ print(len(queries.captured_queries), stored == [values for _, values in rows])
 def test_it_splits_the_update_where_sqlite_limits_parameters(tmp_path: Path) -> None:
     # The embedded demo runs on SQLite (999 parameters a statement): 300 rows of 6 fields
     # need 3,900, so several statements, every row still with its own values.
-    environment = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        PORTAL_MODE="development",
-        DEBUG="false",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-        REDIS_URL="",
-        LOG_LEVEL="WARNING",
-    )
+    environment = embedded_demo_environment(tmp_path / "demo.sqlite3")
     result = python_code_run(SQLITE_SCRIPT, environment=environment, timeout=120)
     assert result.returncode == 0, result.stderr
     statements, correct = result.stdout.split()
