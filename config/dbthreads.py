@@ -32,6 +32,24 @@ R = TypeVar("R")
 CONNECTION_LOST = frozenset({2006, 2013, 2055})
 
 
+def reconnecting(function: Callable[P, R], *, name: str, retry: bool = True) -> Callable[P, R]:
+    """``function``, run again on a new connection when it fails because the connection was
+    lost (if ``retry``). Any other ``OperationalError`` also closes the connection, so the
+    thread's next call starts clean, and propagates."""
+
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except OperationalError as error:
+            connection.close()
+            if retry and error.args and error.args[0] in CONNECTION_LOST:
+                logger.warning("%s lost its database connection; reconnecting", name)
+                return function(*args, **kwargs)
+            raise
+
+    return guarded
+
+
 class DatabaseThreads:
     """A named pool of ``size()`` threads (one on SQLite, which has a single writer)."""
 
@@ -60,16 +78,7 @@ class DatabaseThreads:
         repeated). Any other ``OperationalError`` also closes the connection, so the thread's
         next call starts clean, and propagates.
         """
-
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return function(*args, **kwargs)
-            except OperationalError as error:
-                connection.close()
-                if retry_lost_connection and error.args and error.args[0] in CONNECTION_LOST:
-                    logger.warning("%s lost its database connection; reconnecting", self.name)
-                    return function(*args, **kwargs)
-                raise
+        guarded = reconnecting(function, name=self.name, retry=retry_lost_connection)
 
         async def call(*args: P.args, **kwargs: P.kwargs) -> R:
             return await sync_to_async(guarded, thread_sensitive=False, executor=self.executor())(

@@ -136,6 +136,37 @@ def rows_insert(model: type[Model], names: Sequence[str], rows: Iterable[Sequenc
         cursor.executemany(_statement(database.vendor, "insert", model, names), params)
 
 
+def rows_insert_returning(
+    model: type[Model],
+    names: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """INSERT rows of ``model`` in one statement and return the columns ``returning`` of each
+    inserted row (``INSERT … RETURNING``: MariaDB 10.5+, SQLite 3.35+, where the database's
+    ``can_return_rows_from_bulk_insert``). Neither database promises the returned rows' order,
+    so return a unique key among ``returning`` and match the rows by it."""
+    names = tuple(names)
+    database = write_database(model)
+    if not database.features.can_return_rows_from_bulk_insert:
+        raise NotImplementedError(f"{database.vendor} cannot return rows from an INSERT")
+    limit = database.features.max_query_params
+    per_statement = len(rows) if limit is None else max(1, limit // len(names))
+    quote = database.ops.quote_name
+    tail = ", ".join(quote(concrete_field(model, name).column) for name in returning)
+    one = f"({placeholders(len(names))})"
+    result: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        values_sql = ", ".join([one] * len(chunk))
+        sql = f"{insert_into_sql(model, names)} VALUES {values_sql} RETURNING {tail}"
+        params = [param for values in chunk for param in _adapted(model, names, values, database)]
+        with database.cursor() as cursor:
+            cursor.execute(sql, params)
+            result.extend(tuple(row) for row in cursor.fetchall())
+    return result
+
+
 def rows_update(
     model: type[Model], names: Sequence[str], rows: Iterable[tuple[Any, Sequence[Any]]]
 ) -> None:

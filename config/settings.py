@@ -288,6 +288,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 
 # Device ingestion (monitoring/api.py, monitoring/writer.py).
 INGEST_WRITER_THREADS: int = env.int("INGEST_WRITER_THREADS", default=4)
+# Transactions of device messages in progress at once; messages arriving while all are busy
+# are stored together by the next one to finish (at most INGEST_WRITER_THREADS).
+INGEST_WRITE_LANES: int = env.int("INGEST_WRITE_LANES", default=2)
 INGEST_RATE_PER_SECOND: float = env.float("INGEST_RATE_PER_SECOND", default=10.0)
 INGEST_BURST: float = env.float("INGEST_BURST", default=30.0)
 INGEST_MAX_PENDING: int = env.int("INGEST_MAX_PENDING", default=2000)

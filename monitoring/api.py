@@ -2,7 +2,8 @@
 
 Order of checks: method, credential present, media type, size, rate limit, then the body is
 parsed and validated without touching the database. A valid message goes to a writer thread
-in one hop (authentication, idempotency, insert: one transaction); an invalid one is only
+in one hop (authentication, idempotency, insert: one transaction, shared with the messages
+that arrived meanwhile when the writers are busy: monitoring/writer.py); an invalid one is only
 answered with its 400 once the credential is known to be good, so an unauthenticated caller
 learns nothing. The response is sent after commit; the live push and the evaluation request
 follow, and their failure never turns an acknowledged message into an error.
@@ -33,14 +34,14 @@ from monitoring.metrics import (
 from monitoring.models import token_digest
 from monitoring.ratelimit import RateLimiter
 from monitoring.services import (
+    MessageToRecord,
     RecordedMessage,
     RecordOutcome,
     device_for_token,
     device_refusal_body,
     message_digest,
-    observations_record,
 )
-from monitoring.writer import on_writer
+from monitoring.writer import group_writer, on_writer
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +168,13 @@ async def _ingest(*, method: str, authorization: str, content_type: str, body: b
         )
     _in_flight += 1
     try:
-        outcome: RecordOutcome = await on_writer(observations_record)(
-            token_digest=digest,
-            message=message,
-            body_digest=message_digest(body),
-            now=timezone.now(),
+        outcome: RecordOutcome = await group_writer().record(
+            MessageToRecord(
+                token_digest=digest,
+                message=message,
+                body_digest=message_digest(body),
+                now=timezone.now(),
+            )
         )
     except Exception:
         # Nothing was acknowledged; the device keeps the message and retries it, and the

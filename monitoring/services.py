@@ -7,22 +7,26 @@ import functools
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from config.dbthreads import reconnecting
 from config.rawsql import (
     column_sql,
     datetime_from_db,
+    placeholders,
     row_insert,
+    rows_insert_returning,
     rows_update,
     table_sql,
     uuid_from_db,
 )
 from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
+from monitoring.metrics import INGEST_GROUPS_SPLIT
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.vitals import VITALS
 from patients.models import Admission, Bed, Patient, Ward
@@ -98,8 +102,9 @@ def device_for_token(*, digest: str) -> dict[str, Any] | None:
 
 
 @functools.cache
-def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
-    """The lookup's statement, built once per database vendor (its quoting) and shape."""
+def _device_and_stays_sql(vendor: str, *, with_stays: bool, digests: int = 1) -> str:
+    """The lookup's statement, built once per database vendor (its quoting) and shape: the
+    device columns, ``token_digest``, then (``with_stays``) the admissions' columns."""
     columns = [
         column_sql(Device, "d", "id"),
         column_sql(Device, "d", "active"),
@@ -107,6 +112,7 @@ def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
         column_sql(Bed, "b", "public_id"),
         column_sql(Ward, "w", "code"),
         column_sql(Device, "d", "last_seen_at"),
+        column_sql(Device, "d", "token_digest"),
     ]
     joins = [
         f"LEFT JOIN {table_sql(Bed, 'b')} ON {column_sql(Bed, 'b', 'id')} = "
@@ -131,9 +137,10 @@ def _device_and_stays_sql(vendor: str, *, with_stays: bool) -> str:
             f"LEFT JOIN {table_sql(Patient, 'p')} ON {column_sql(Patient, 'p', 'id')} = "
             f"{column_sql(Admission, 'a', 'patient')}",
         ]
+    where = "= %s" if digests == 1 else f"IN ({placeholders(digests)})"
     return (
         f"SELECT {', '.join(columns)} FROM {table_sql(Device, 'd')} {' '.join(joins)}"  # noqa: S608 - names from model metadata
-        f" WHERE {column_sql(Device, 'd', 'token_digest')} = %s"
+        f" WHERE {column_sql(Device, 'd', 'token_digest')} {where}"
     )
 
 
@@ -149,32 +156,48 @@ def _device_and_stays(
     Raw SQL: the two ORM queries it replaces (their building and compiling) were over a fifth
     of the ingestion server's CPU at 300 devices (py-spy during ``bin/bench ingest``).
     """
-    params: list[Any] = [digest]
+    return _devices_and_stays(digests=[digest], during=during).get(digest, (None, []))
+
+
+def _devices_and_stays(
+    *, digests: Sequence[str], during: tuple[dt.datetime, dt.datetime] | None
+) -> dict[str, tuple[dict[str, Any], list[Stay]]]:
+    """``_device_and_stays`` for several digests in one statement: by digest, the devices that
+    exist (a digest without a device is left out)."""
+    params: list[Any] = list(digests)
     if during is not None:
         start, end = (connection.ops.adapt_datetimefield_value(moment) for moment in during)
-        params = [end, start, digest]
+        params = [end, start, *digests]
+    sql = _device_and_stays_sql(
+        connection.vendor, with_stays=during is not None, digests=len(digests)
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            _device_and_stays_sql(connection.vendor, with_stays=during is not None), params
-        )
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if not rows:
-        return None, []
-    pk, active, bed_id, bed_public_id, ward_code, last_seen_at = rows[0][:6]
-    device = {
-        "pk": pk,
-        "active": bool(active),
-        "bed_id": bed_id,
-        "bed__public_id": uuid_from_db(bed_public_id),
-        "bed__ward__code": ward_code,
-        "last_seen_at": datetime_from_db(last_seen_at),
-    }
-    stays: list[Stay] = [
-        (datetime_from_db(row[6]), datetime_from_db(row[7]), row[8], uuid_from_db(row[9]))  # type: ignore[misc]
-        for row in rows
-        if during is not None and row[8] is not None
-    ]
-    return device, stays
+    found: dict[str, tuple[dict[str, Any], list[Stay]]] = {}
+    for row in rows:
+        digest = row[6]
+        if digest not in found:
+            pk, active, bed_id, bed_public_id, ward_code, last_seen_at = row[:6]
+            device = {
+                "pk": pk,
+                "active": bool(active),
+                "bed_id": bed_id,
+                "bed__public_id": uuid_from_db(bed_public_id),
+                "bed__ward__code": ward_code,
+                "last_seen_at": datetime_from_db(last_seen_at),
+            }
+            found[digest] = (device, [])
+        if during is not None and row[9] is not None:
+            admitted_at, discharged_at, patient_pk, public_id = row[7:11]
+            stay: Stay = (  # type: ignore[assignment]
+                datetime_from_db(admitted_at),
+                datetime_from_db(discharged_at),
+                patient_pk,
+                uuid_from_db(public_id),
+            )
+            found[digest][1].append(stay)
+    return found
 
 
 def observations_record(
@@ -212,6 +235,53 @@ def observations_record(
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True, slots=True)
+class MessageToRecord:
+    """A parsed device message with what its request knew, for ``observations_record_group``."""
+
+    token_digest: str
+    message: DeviceMessage
+    body_digest: str
+    now: dt.datetime
+
+
+def observations_record_group(
+    items: Sequence[MessageToRecord],
+) -> list[RecordOutcome | Exception]:
+    """Store several device messages in one transaction; each item's outcome, in order.
+
+    Each message gets exactly what ``observations_record`` would have given it alone: the
+    group commits whole or not at all, and when it cannot (a retry or a duplicate among the
+    messages, a deadlock, a lost connection, anything else) it is rolled back and every
+    message is stored again in a transaction of its own, its failure (the exception) its own.
+    What a group saves is the per-transaction work, once for all its messages instead of once
+    each: the device lookup, the commit and the round trips around it.
+    """
+    if len(items) > 1 and connection.features.can_return_rows_from_bulk_insert:
+        try:
+            with transaction.atomic():
+                return list(_record_group(items))
+        except Exception as error:
+            if isinstance(error, OperationalError):
+                connection.close()  # the next statement starts on a sound connection
+            INGEST_GROUPS_SPLIT.labels(reason=type(error).__name__).inc()
+    record = reconnecting(observations_record, name="ingest-writer")
+    outcomes: list[RecordOutcome | Exception] = []
+    for item in items:
+        try:
+            outcomes.append(
+                record(
+                    token_digest=item.token_digest,
+                    message=item.message,
+                    body_digest=item.body_digest,
+                    now=item.now,
+                )
+            )
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes
+
+
 def _replay(*, token_digest: str, message: DeviceMessage, body_digest: str) -> RecordOutcome | None:
     device = device_for_token(digest=token_digest)
     if device is None:
@@ -236,6 +306,11 @@ def _replay(*, token_digest: str, message: DeviceMessage, body_digest: str) -> R
     )
 
 
+def _last_seen_moves(device: dict[str, Any], now: dt.datetime) -> bool:
+    last_seen = device["last_seen_at"]
+    return last_seen is None or now - last_seen >= LAST_SEEN_RESOLUTION
+
+
 def _record(
     *, token_digest: str, message: DeviceMessage, body_digest: str, now: dt.datetime
 ) -> RecordOutcome:
@@ -244,59 +319,149 @@ def _record(
     device, stays = _device_and_stays(digest=token_digest, during=during)
     if device is None or not device["active"]:
         return RecordOutcome(401, device_refusal_body(device))
-
-    last_seen = device["last_seen_at"]
-    if last_seen is None or now - last_seen >= LAST_SEEN_RESOLUTION:
+    if _last_seen_moves(device, now):
         # Before the inserts: the message row's foreign key takes a shared lock on the device
         # row, so updating the device after it deadlocks against a simultaneous retry.
         rows_update(Device, ["last_seen_at"], [(device["pk"], [now])])
-
-    patients = _patients_by_reading(stays=stays, readings=readings)
-    newest = max(range(len(message.readings)), key=lambda i: message.readings[i].observed_at)
-    unassigned = sum(1 for p in patients if p is None)
-    newest_patient = patients[newest]
-    response: dict[str, Any] = {
-        "message_id": message.message_id,
-        "accepted": len(message.readings),
-        "patient": str(newest_patient[1]) if newest_patient else None,
-    }
-    if unassigned:
-        response["unassigned"] = unassigned
-        response["warning"] = (
-            f"{unassigned} reading(s) stored without a patient: the device has no bed or no "
-            "patient was admitted to its bed at observed_at. Administrators can see them."
-        )
+    accepted = _Accepted.of(device=device, stays=stays, message=message)
     # Raw (config.rawsql): objects.create was a tenth of the ingestion server's CPU.
-    message_pk = row_insert(
-        IngestMessage,
-        device_id=device["pk"],
-        message_id=message.message_id,
-        body_digest=body_digest,
-        response=response,
-        observation_count=len(message.readings),
-        received_at=now,
+    row = accepted.message_row(body_digest, now)
+    message_pk = row_insert(IngestMessage, **dict(zip(_MESSAGE_FIELDS, row, strict=True)))
+    _readings_insert(accepted.reading_rows(message_pk, now))
+    return accepted.outcome(message_pk)
+
+
+def _record_group(items: Sequence[MessageToRecord]) -> list[RecordOutcome]:
+    """``_record`` for several messages: one device lookup, one UPDATE of the devices' last
+    contact, one INSERT of the messages, one of their readings."""
+    moments = [reading.observed_at for item in items for reading in item.message.readings]
+    found = _devices_and_stays(
+        digests=sorted({item.token_digest for item in items}),
+        during=(min(moments), max(moments)),
     )
-    _readings_insert(
-        device_pk=device["pk"],
-        message_pk=message_pk,
-        readings=message.readings,
-        patients=[p[0] if p else None for p in patients],
-        received_at=now,
-    )
-    latest: dict[str | None, dict[str, Reading]] = {}
-    for reading, patient in zip(message.readings, patients, strict=True):
-        by_code = latest.setdefault(str(patient[1]) if patient else None, {})
-        current = by_code.get(reading.code)
-        if current is None or reading.observed_at >= current.observed_at:
-            by_code[reading.code] = reading
-    recorded = RecordedMessage(
-        message_pk=message_pk,
-        device_pk=device["pk"],
-        ward_code=device["bed__ward__code"],
-        bed_public_id=str(device["bed__public_id"]) if device["bed__public_id"] else None,
-        latest=latest,
-    )
-    return RecordOutcome(201, response, recorded)
+    outcomes: list[RecordOutcome | None] = [None] * len(items)
+    accepted: list[tuple[int, _Accepted]] = []
+    seen: dict[int, dt.datetime] = {}  # device pk → the contact its last_seen_at moves to
+    for index, item in enumerate(items):
+        device, stays = found.get(item.token_digest, (None, []))
+        if device is None or not device["active"]:
+            outcomes[index] = RecordOutcome(401, device_refusal_body(device))
+            continue
+        if _last_seen_moves(device, item.now):
+            seen[device["pk"]] = max(item.now, seen.get(device["pk"], item.now))
+        accepted.append((index, _Accepted.of(device=device, stays=stays, message=item.message)))
+    if seen:
+        # Before the inserts, as in _record; in key order, as every group locks them.
+        rows_update(Device, ["last_seen_at"], [(pk, [seen[pk]]) for pk in sorted(seen)])
+    if accepted:
+        inserted = rows_insert_returning(
+            IngestMessage,
+            _MESSAGE_FIELDS,
+            [entry.message_row(items[i].body_digest, items[i].now) for i, entry in accepted],
+            returning=("id", "device_id", "message_id"),
+        )
+        pks = {(device_pk, message_id): pk for pk, device_pk, message_id in inserted}
+        rows: list[tuple[Any, ...]] = []
+        for index, entry in accepted:
+            # A KeyError (a row not returned as sent) rolls the group back: stored one by one.
+            message_pk = int(pks[(entry.device["pk"], items[index].message.message_id)])
+            rows += entry.reading_rows(message_pk, items[index].now)
+            outcomes[index] = entry.outcome(message_pk)
+        _readings_insert(rows)
+    done = [outcome for outcome in outcomes if outcome is not None]
+    if len(done) != len(items):  # cannot happen; if it did, the group is stored one by one
+        raise AssertionError("a message of the group has no outcome")
+    return done
+
+
+# The IngestMessage fields a message's row is inserted with, in ``_Accepted.message_row``'s order.
+_MESSAGE_FIELDS = (
+    "device_id",
+    "message_id",
+    "body_digest",
+    "response",
+    "observation_count",
+    "received_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A message its device may post, with each reading's patient and the 201's body."""
+
+    device: dict[str, Any]
+    message: DeviceMessage
+    patients: list[tuple[int, uuid.UUID] | None]
+    response: dict[str, Any]
+
+    @classmethod
+    def of(cls, *, device: dict[str, Any], stays: list[Stay], message: DeviceMessage) -> _Accepted:
+        patients = _patients_by_reading(stays=stays, readings=message.readings)
+        newest = max(range(len(message.readings)), key=lambda i: message.readings[i].observed_at)
+        unassigned = sum(1 for p in patients if p is None)
+        newest_patient = patients[newest]
+        response: dict[str, Any] = {
+            "message_id": message.message_id,
+            "accepted": len(message.readings),
+            "patient": str(newest_patient[1]) if newest_patient else None,
+        }
+        if unassigned:
+            response["unassigned"] = unassigned
+            response["warning"] = (
+                f"{unassigned} reading(s) stored without a patient: the device has no bed or "
+                "no patient was admitted to its bed at observed_at. Administrators can see them."
+            )
+        return cls(device=device, message=message, patients=patients, response=response)
+
+    def message_row(self, body_digest: str, now: dt.datetime) -> tuple[Any, ...]:
+        return (
+            self.device["pk"],
+            self.message.message_id,
+            body_digest,
+            self.response,
+            len(self.message.readings),
+            now,
+        )
+
+    def reading_rows(self, message_pk: int, received_at: dt.datetime) -> list[tuple[Any, ...]]:
+        """The rows of ``_readings_insert``, in its column order."""
+        adapt: Callable[[dt.datetime], Any] = connection.ops.adapt_datetimefield_value
+        if connection.vendor == "mysql":
+            # Readings are already UTC; MySQLdb takes naive datetimes as they are, which skips
+            # Django's per-value adaptation (measured at ~8 % of a batched run's CPU).
+            adapt = _naive
+        received = adapt(received_at)
+        return [
+            (
+                self.device["pk"],
+                patient[0] if patient else None,
+                message_pk,
+                reading.code,
+                reading.value,
+                reading.unit,
+                adapt(reading.observed_at),
+                received,
+                reading.artifact,
+            )
+            for reading, patient in zip(self.message.readings, self.patients, strict=True)
+        ]
+
+    def outcome(self, message_pk: int) -> RecordOutcome:
+        latest: dict[str | None, dict[str, Reading]] = {}
+        for reading, patient in zip(self.message.readings, self.patients, strict=True):
+            by_code = latest.setdefault(str(patient[1]) if patient else None, {})
+            current = by_code.get(reading.code)
+            if current is None or reading.observed_at >= current.observed_at:
+                by_code[reading.code] = reading
+        bed_public_id = self.device["bed__public_id"]
+        recorded = RecordedMessage(
+            message_pk=message_pk,
+            device_pk=self.device["pk"],
+            ward_code=self.device["bed__ward__code"],
+            bed_public_id=str(bed_public_id) if bed_public_id else None,
+            latest=latest,
+        )
+        return RecordOutcome(201, self.response, recorded)
 
 
 def device_refusal_body(device: dict[str, Any] | None) -> dict[str, Any]:
@@ -326,36 +491,9 @@ def _naive(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=None)
 
 
-def _readings_insert(
-    *,
-    device_pk: int,
-    message_pk: int,
-    readings: tuple[Reading, ...],
-    patients: list[int | None],
-    received_at: dt.datetime,
-) -> None:
+def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
     # One multi-row INSERT (mysqlclient batches executemany) rather than the ORM's
     # bulk_create, which builds the SQL in Python at about a third of the speed (perf-facts).
-    adapt: Callable[[dt.datetime], Any] = connection.ops.adapt_datetimefield_value
-    if connection.vendor == "mysql":
-        # Readings are already UTC; MySQLdb takes naive datetimes as they are, which skips
-        # Django's per-value adaptation (measured at ~8 % of a batched run's CPU).
-        adapt = _naive
-    received = adapt(received_at)
-    rows = [
-        (
-            device_pk,
-            patient,
-            message_pk,
-            reading.code,
-            reading.value,
-            reading.unit,
-            adapt(reading.observed_at),
-            received,
-            reading.artifact,
-        )
-        for reading, patient in zip(readings, patients, strict=True)
-    ]
     table = connection.ops.quote_name(Observation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.executemany(
