@@ -59,12 +59,15 @@ class DatabaseThreads:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
+    def workers(self) -> int:
+        """The pool's threads (its size when it starts)."""
+        return 1 if connection.vendor == "sqlite" else max(1, self._size())
+
     def executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                workers = 1 if connection.vendor == "sqlite" else max(1, self._size())
                 self._executor = ThreadPoolExecutor(
-                    max_workers=workers, thread_name_prefix=self.name
+                    max_workers=self.workers(), thread_name_prefix=self.name
                 )
             return self._executor
 

@@ -147,6 +147,8 @@ def rows_insert_returning(
     ``can_return_rows_from_bulk_insert``). Neither database promises the returned rows' order,
     so return a unique key among ``returning`` and match the rows by it."""
     names = tuple(names)
+    if not rows:
+        return []
     database = write_database(model)
     if not database.features.can_return_rows_from_bulk_insert:
         raise NotImplementedError(f"{database.vendor} cannot return rows from an INSERT")

@@ -174,7 +174,8 @@ async def _ingest(*, method: str, authorization: str, content_type: str, body: b
                 message=message,
                 body_digest=message_digest(body),
                 now=timezone.now(),
-            )
+            ),
+            after_commit=_after_commit,
         )
     except Exception:
         # Nothing was acknowledged; the device keeps the message and retries it, and the
@@ -188,14 +189,13 @@ async def _ingest(*, method: str, authorization: str, content_type: str, body: b
         )
     finally:
         _in_flight -= 1
-
-    if outcome.recorded is not None:
-        INGEST_READINGS_ACCEPTED.inc(len(message.readings))
-        _after_commit(outcome.recorded)
     return _answer(outcome.status, outcome.body)
 
 
 def _after_commit(recorded: RecordedMessage) -> None:
+    """What follows a newly stored message's commit (run by the group writer, before the 201,
+    also for a device that hung up meanwhile): the live push and the evaluation request."""
+    INGEST_READINGS_ACCEPTED.inc(recorded.readings)
     ward_vitals.add(recorded)
     for receiver, result in observations_recorded.send_robust(
         sender=RecordedMessage, recorded=recorded

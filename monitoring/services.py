@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from django.utils import timezone
 from config.dbthreads import reconnecting
 from config.rawsql import (
     column_sql,
+    concrete_field,
     datetime_from_db,
     placeholders,
     row_insert,
@@ -24,12 +26,15 @@ from config.rawsql import (
     rows_update,
     table_sql,
     uuid_from_db,
+    values_adapted,
 )
 from monitoring.ingestion import MAX_FUTURE_SKEW, DeviceMessage, Reading
 from monitoring.metrics import INGEST_GROUPS_SPLIT
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.vitals import VITALS
 from patients.models import Admission, Bed, Patient, Ward
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "dev_"  # noqa: S105 - a recognisable prefix, not a secret
 
@@ -75,6 +80,7 @@ class RecordedMessage:
     bed_public_id: str | None
     # The newest reading of each code, per patient public id (None: no patient).
     latest: dict[str | None, dict[str, Reading]]
+    readings: int = 0  # how many the message stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +144,12 @@ def _device_and_stays_sql(vendor: str, *, with_stays: bool, digests: int = 1) ->
             f"{column_sql(Admission, 'a', 'patient')}",
         ]
     where = "= %s" if digests == 1 else f"IN ({placeholders(digests)})"
+    # Admissions of a bed do not overlap; were two to (a correction by hand), a reading would
+    # go to the later one, however many devices the statement looks up.
+    order = f" ORDER BY {column_sql(Admission, 'a', 'admitted_at')} DESC" if with_stays else ""
     return (
         f"SELECT {', '.join(columns)} FROM {table_sql(Device, 'd')} {' '.join(joins)}"  # noqa: S608 - names from model metadata
-        f" WHERE {column_sql(Device, 'd', 'token_digest')} {where}"
+        f" WHERE {column_sql(Device, 'd', 'token_digest')} {where}{order}"
     )
 
 
@@ -250,36 +259,87 @@ def observations_record_group(
 ) -> list[RecordOutcome | Exception]:
     """Store several device messages in one transaction; each item's outcome, in order.
 
-    Each message gets exactly what ``observations_record`` would have given it alone: the
-    group commits whole or not at all, and when it cannot (a retry or a duplicate among the
-    messages, a deadlock, a lost connection, anything else) it is rolled back and every
-    message is stored again in a transaction of its own, its failure (the exception) its own.
+    Each message is answered as ``observations_record`` would have answered it alone: the group
+    commits whole or not at all. A message sent twice within the group (a device's retry) is
+    left out of it and stored after it, alone, so it is answered from the first one's
+    idempotency row. When the group cannot commit because some of its messages were stored
+    before (retries), those are answered alone the same way and the others are tried together
+    once more; on any other failure (a deadlock, a lost connection, anything else) every
+    message is stored in a transaction of its own, its failure (the exception) its own.
     What a group saves is the per-transaction work, once for all its messages instead of once
     each: the device lookup, the commit and the round trips around it.
     """
-    if len(items) > 1 and connection.features.can_return_rows_from_bulk_insert:
-        try:
-            with transaction.atomic():
-                return list(_record_group(items))
-        except Exception as error:
-            if isinstance(error, OperationalError):
-                connection.close()  # the next statement starts on a sound connection
-            INGEST_GROUPS_SPLIT.labels(reason=type(error).__name__).inc()
+    outcomes: list[RecordOutcome | Exception | None] = [None] * len(items)
+    together, alone = _repeats_apart(items)
+    if len(together) > 1 and connection.features.can_return_rows_from_bulk_insert:
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic():
+                    grouped = _record_group([items[i] for i in together])
+            except Exception as error:
+                if isinstance(error, OperationalError):
+                    connection.close()  # the next statement starts on a sound connection
+                INGEST_GROUPS_SPLIT.labels(reason=type(error).__name__).inc()
+                stored: set[int] = set()
+                if attempt == 1 and _is_repeat(error):
+                    stored = _stored_before(items, together)
+                if stored and len(together) - len(stored) > 1:
+                    alone += sorted(stored)
+                    together = [i for i in together if i not in stored]
+                    continue
+                alone += together
+                break
+            for index, outcome in zip(together, grouped, strict=True):
+                outcomes[index] = outcome
+            break
+    else:
+        alone += together
     record = reconnecting(observations_record, name="ingest-writer")
-    outcomes: list[RecordOutcome | Exception] = []
-    for item in items:
+    for index in sorted(alone):
+        item = items[index]
         try:
-            outcomes.append(
-                record(
-                    token_digest=item.token_digest,
-                    message=item.message,
-                    body_digest=item.body_digest,
-                    now=item.now,
-                )
+            outcomes[index] = record(
+                token_digest=item.token_digest,
+                message=item.message,
+                body_digest=item.body_digest,
+                now=item.now,
             )
         except Exception as error:
-            outcomes.append(error)
-    return outcomes
+            outcomes[index] = error
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _repeats_apart(items: Sequence[MessageToRecord]) -> tuple[list[int], list[int]]:
+    """(the first item of each device and message_id, the items repeating one of them)."""
+    first: list[int] = []
+    repeats: list[int] = []
+    keys: set[tuple[str, str]] = set()
+    for index, item in enumerate(items):
+        key = (item.token_digest, item.message.message_id)
+        (repeats if key in keys else first).append(index)
+        keys.add(key)
+    return first, repeats
+
+
+def _is_repeat(error: Exception) -> bool:
+    return isinstance(error, IntegrityError) and "ingest_message_unique_per_device" in str(error)
+
+
+def _stored_before(items: Sequence[MessageToRecord], indexes: list[int]) -> set[int]:
+    """The ``indexes`` of the items whose device and message_id are already stored (as the
+    database compares message ids; an id it takes for a stored one but Python does not is
+    not found here, and its group is then stored message by message)."""
+    try:
+        stored = set(
+            IngestMessage.objects.filter(
+                device__token_digest__in={items[i].token_digest for i in indexes},
+                message_id__in={items[i].message.message_id for i in indexes},
+            ).values_list("device__token_digest", "message_id")
+        )
+    except Exception:
+        logger.warning("looking up a group's stored messages failed", exc_info=True)
+        return set()
+    return {i for i in indexes if (items[i].token_digest, items[i].message.message_id) in stored}
 
 
 def _replay(*, token_digest: str, message: DeviceMessage, body_digest: str) -> RecordOutcome | None:
@@ -350,9 +410,8 @@ def _record_group(items: Sequence[MessageToRecord]) -> list[RecordOutcome]:
         if _last_seen_moves(device, item.now):
             seen[device["pk"]] = max(item.now, seen.get(device["pk"], item.now))
         accepted.append((index, _Accepted.of(device=device, stays=stays, message=item.message)))
-    if seen:
-        # Before the inserts, as in _record; in key order, as every group locks them.
-        rows_update(Device, ["last_seen_at"], [(pk, [seen[pk]]) for pk in sorted(seen)])
+    if accepted:
+        _devices_touch(sorted({entry.device["pk"] for _, entry in accepted}), seen)
     if accepted:
         inserted = rows_insert_returning(
             IngestMessage,
@@ -372,6 +431,31 @@ def _record_group(items: Sequence[MessageToRecord]) -> list[RecordOutcome]:
     if len(done) != len(items):  # cannot happen; if it did, the group is stored one by one
         raise AssertionError("a message of the group has no outcome")
     return done
+
+
+def _devices_touch(pks: list[int], seen: dict[int, dt.datetime]) -> None:
+    """One UPDATE of the group's devices, in key order: it moves the last contact of those in
+    ``seen`` and locks every one of them for the rest of the transaction. Taken before the
+    inserts, whose foreign keys would otherwise lock the devices one by one in the messages'
+    order (shared locks beside this update's exclusive ones): that way two groups with devices
+    in common could each wait for the other (a deadlock, and a group stored message by
+    message); in one order they cannot."""
+    database = connection
+    quote = database.ops.quote_name
+    table = quote(Device._meta.db_table)
+    key = quote(Device._meta.pk.column)
+    column = quote(concrete_field(Device, "last_seen_at").column)
+    value = column
+    params: list[Any] = []
+    if seen:
+        value = f"CASE {key} {' '.join(['WHEN %s THEN %s'] * len(seen))} ELSE {column} END"
+        for pk in sorted(seen):
+            params += [pk, *values_adapted(Device, ["last_seen_at"], [seen[pk]])]
+    with database.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {value} WHERE {key} IN ({placeholders(len(pks))})",  # noqa: S608 - names from model metadata
+            [*params, *pks],
+        )
 
 
 # The IngestMessage fields a message's row is inserted with, in ``_Accepted.message_row``'s order.
@@ -460,6 +544,7 @@ class _Accepted:
             ward_code=self.device["bed__ward__code"],
             bed_public_id=str(bed_public_id) if bed_public_id else None,
             latest=latest,
+            readings=len(self.message.readings),
         )
         return RecordOutcome(201, self.response, recorded)
 

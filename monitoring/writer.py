@@ -7,9 +7,9 @@ stores all of them (up to the caps below) in one transaction
 (``monitoring.services.observations_record_group``). So an idle portal stores each message as
 it comes, and a busy one pays the per-transaction costs (the thread hop, the device lookup,
 the commit and its round trips) once per group: under 300 devices beside 1,000 dashboards
-MariaDB's CPU fell by a quarter (docs/scaling.md, ninth session). Each message is answered only once its group has committed,
-and a group that cannot commit whole is stored message by message, so each answer is the one
-the message would have had alone.
+MariaDB's CPU fell by a quarter (docs/scaling.md, ninth session). Each message is answered
+only once its group has committed, and a group that cannot commit whole is stored message by
+message, so each answer is the one the message would have had alone.
 
 A write that failed because the connection was lost is retried once on a new connection; that
 is safe even when the commit itself was lost, because the message's idempotency row makes the
@@ -19,16 +19,25 @@ retry a replay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 
 from config.dbthreads import DatabaseThreads
 from monitoring.metrics import INGEST_GROUP_SIZE
-from monitoring.services import MessageToRecord, RecordOutcome, observations_record_group
+from monitoring.services import (
+    MessageToRecord,
+    RecordedMessage,
+    RecordOutcome,
+    observations_record_group,
+)
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,30 +59,37 @@ def on_writer(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 # Each group handles its own lost connection (message by message), so no retry around it.
 _store_group = writer_threads.run(observations_record_group, retry_lost_connection=False)
 
-Waiting = tuple[MessageToRecord, "asyncio.Future[RecordOutcome]"]
+AfterCommit = Callable[[RecordedMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    item: MessageToRecord
+    future: asyncio.Future[RecordOutcome]
+    after_commit: AfterCommit
 
 
 class GroupWriter:
     """Stores device messages for one event loop, grouped while its lanes are busy."""
 
     def __init__(self) -> None:
-        self._waiting: deque[Waiting] = deque()
+        self._waiting: deque[_Waiting] = deque()
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def lanes() -> int:
-        threads = int(getattr(settings, "INGEST_WRITER_THREADS", 4))
-        return max(1, min(int(getattr(settings, "INGEST_WRITE_LANES", 2)), threads))
+        wanted = int(getattr(settings, "INGEST_WRITE_LANES", 2))
+        return max(1, min(wanted, writer_threads.workers()))
 
-    async def record(self, item: MessageToRecord) -> RecordOutcome:
+    async def record(self, item: MessageToRecord, after_commit: AfterCommit) -> RecordOutcome:
         """Store ``item`` (alone or in a group) and return its outcome once committed; raise
-        what storing it alone raised."""
+        what storing it alone raised. ``after_commit`` gets what a newly stored message
+        changed, once committed, before this returns: also when the caller was cancelled
+        meanwhile (a device hanging up), since its message is stored all the same."""
         future: asyncio.Future[RecordOutcome] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        self._waiting.append(_Waiting(item, future, after_commit))
         self._start()
-        # The group goes on if the caller is cancelled (a device hanging up): what it sent is
-        # stored, and a retry is answered from its idempotency row.
         return await future
 
     def _start(self) -> None:
@@ -85,38 +101,49 @@ class GroupWriter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take(self) -> list[Waiting]:
+    def _take(self) -> list[_Waiting]:
         group = [self._waiting.popleft()]
-        readings = len(group[0][0].message.readings)
+        readings = len(group[0].item.message.readings)
         while self._waiting and len(group) < GROUP_MAX_MESSAGES:
-            more = len(self._waiting[0][0].message.readings)
+            more = len(self._waiting[0].item.message.readings)
             if readings + more > GROUP_MAX_READINGS:
                 break
             group.append(self._waiting.popleft())
             readings += more
         return group
 
-    async def _store(self, group: list[Waiting]) -> None:
+    async def _store(self, group: list[_Waiting]) -> None:
         INGEST_GROUP_SIZE.observe(len(group))
         outcomes: list[RecordOutcome | Exception]
         try:
-            outcomes = await _store_group([item for item, _ in group])
+            outcomes = await _store_group([waiting.item for waiting in group])
         except asyncio.CancelledError:  # the loop is closing
-            for _, future in group:
-                future.cancel()
+            self._busy -= 1
+            for waiting in group:
+                waiting.future.cancel()
             raise
         except Exception as error:  # the thread hop itself failed
             outcomes = [error] * len(group)
+        self._busy -= 1
+        try:
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    if not waiting.future.done():
+                        waiting.future.set_exception(outcome)
+                    continue
+                if outcome.recorded is not None:
+                    try:
+                        waiting.after_commit(outcome.recorded)
+                    except Exception:
+                        logger.exception("an ingestion after-commit step failed")
+                if not waiting.future.done():
+                    waiting.future.set_result(outcome)
         finally:
-            self._busy -= 1
+            # Whatever happened above, no caller waits forever.
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(RuntimeError("the message's group failed"))
             self._start()
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
 
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupWriter] = (

@@ -17,17 +17,19 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from monitoring.ingestion import message_parse
+from monitoring.ingestion import DeviceMessage, Reading, message_parse
 from monitoring.metrics import INGEST_GROUP_SIZE, INGEST_GROUPS_SPLIT
 from monitoring.models import Device, IngestMessage, Observation, token_digest
 from monitoring.services import (
     MessageToRecord,
+    RecordedMessage,
     RecordOutcome,
     device_token_issue,
     message_digest,
     observations_record,
     observations_record_group,
 )
+from monitoring.writer import GroupWriter, _Waiting, group_writer
 from patients.models import Patient
 from tests import factories
 from tests.config.test_dbthreads import _kill
@@ -151,39 +153,52 @@ def test_a_group_stores_each_message_in_one_transaction_as_it_would_alone() -> N
 
 
 def test_a_retry_in_a_group_gets_the_original_answer_and_the_others_are_stored() -> None:
-    first, second = _bedside(), _bedside()
+    first, second, third = _bedside(), _bedside(), _bedside()
     body = _body("m-1", (1, 71))
     original = _alone(_item(first.token, body))
-    retry = _item(first.token, body)
     splits = _splits("IntegrityError")
 
-    outcomes = _outcomes([retry, _item(second.token, _body("m-7", (1, 88)))])
+    outcomes = _outcomes(
+        [
+            _item(first.token, body),
+            _item(second.token, _body("m-7", (1, 88))),
+            _item(third.token, _body("m-8", (1, 66))),
+        ]
+    )
 
-    assert _splits("IntegrityError") == splits + 1  # rolled back, then stored one by one
+    # The group was rolled back once; the retry was answered alone, the others went together.
+    assert _splits("IntegrityError") == splits + 1
     assert (outcomes[0].status, outcomes[0].body, outcomes[0].recorded) == (
         201,
         original.body,
         None,
     )
-    assert outcomes[1].status == 201 and outcomes[1].recorded is not None
+    assert [(o.status, o.body["message_id"]) for o in outcomes[1:]] == [(201, "m-7"), (201, "m-8")]
+    assert all(o.recorded is not None for o in outcomes[1:])
     assert _stored(first.device) == [("m-1", 71.0, first.patient.pk)]
     assert _stored(second.device) == [("m-7", 88.0, second.patient.pk)]
+    assert _stored(third.device) == [("m-8", 66.0, third.patient.pk)]
 
 
 def test_the_same_message_twice_in_a_group_is_stored_once_and_a_different_body_refused() -> None:
-    bedside = _bedside()
+    bedside, other = _bedside(), _bedside()
     body = _body("m-5", (1, 70))
+    splits = _splits("IntegrityError")
     outcomes = _outcomes(
         [
             _item(bedside.token, body),
             _item(bedside.token, body),
+            _item(other.token, _body("m-5", (1, 80))),
             _item(bedside.token, _body("m-5", (1, 120))),
         ]
     )
-    assert [outcome.status for outcome in outcomes] == [201, 201, 422]
+    # The repeats were kept out of the group and answered after it: no rollback.
+    assert _splits("IntegrityError") == splits
+    assert [outcome.status for outcome in outcomes] == [201, 201, 201, 422]
+    assert _stored(other.device) == [("m-5", 80.0, other.patient.pk)]
     assert outcomes[0].recorded is not None and outcomes[1].recorded is None
     assert outcomes[1].body == outcomes[0].body
-    assert outcomes[2].body["code"] == "message_id_conflict"
+    assert outcomes[3].body["code"] == "message_id_conflict"
     assert _stored(bedside.device) == [("m-5", 70.0, bedside.patient.pk)]
 
 
@@ -266,6 +281,10 @@ async def test_messages_posted_while_the_writer_is_busy_are_grouped_and_all_stor
     responses = await asyncio.gather(*posts)
 
     assert [response.status_code for response in responses] == [201] * 20
+    # Each answer is its own message's, whatever group it was stored in.
+    assert [(r.json()["message_id"], r.json()["patient"]) for r in responses] == [
+        (f"m-{n}", str(bedside.patient.public_id)) for n in range(5) for bedside in bedsides
+    ]
     groups = _histogram_count() - groups_before
     assert 1 <= groups < 20  # one lane: the messages that waited for it went together
     counts = await sync_to_async(
@@ -288,3 +307,43 @@ def _histogram_count() -> float:
             if sample.name.endswith("_count"):
                 return float(sample.value)
     raise AssertionError("no _count sample")
+
+
+@pytest.mark.asyncio
+@override_settings(INGEST_WRITE_LANES=1)
+async def test_a_message_whose_caller_went_away_is_stored_and_followed_up() -> None:
+    bedside = await sync_to_async(_bedside)()
+    item = await sync_to_async(_item)(bedside.token, _body("m-1", (1, 70)))
+    writer = group_writer()
+    followed_up: list[RecordedMessage] = []
+
+    caller = asyncio.get_running_loop().create_task(writer.record(item, followed_up.append))
+    await asyncio.sleep(0)  # the message is handed over and its group started
+    caller.cancel()
+    await asyncio.gather(*writer._tasks)
+
+    assert caller.cancelled()
+    assert [recorded.readings for recorded in followed_up] == [1]  # live push, evaluation
+    assert writer._busy == 0
+    stored = await sync_to_async(_stored)(bedside.device)
+    assert stored == [("m-1", 70.0, bedside.patient.pk)]
+
+
+def _waiting(readings: int, loop: asyncio.AbstractEventLoop) -> _Waiting:
+    reading = Reading("8867-4", 70.0, "/min", timezone.now(), artifact=False)
+    message = DeviceMessage(message_id="m", readings=(reading,) * readings)
+    item = MessageToRecord("digest", message, "body", timezone.now())
+    return _Waiting(item, loop.create_future(), lambda recorded: None)
+
+
+def test_a_group_holds_at_most_64_messages_and_2000_readings() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        writer = GroupWriter()
+        writer._waiting.extend(_waiting(1, loop) for _ in range(70))
+        assert [len(writer._take()), len(writer._take())] == [64, 6]
+        writer._waiting.extend(_waiting(n, loop) for n in (1000, 1000, 1, 1500, 600))
+        assert [len(writer._take()) for _ in range(3)] == [2, 2, 1]
+        assert not writer._waiting
+    finally:
+        loop.close()
