@@ -269,29 +269,12 @@ def observations_record_group(
     What a group saves is the per-transaction work, once for all its messages instead of once
     each: the device lookup, the commit and the round trips around it.
     """
-    outcomes: list[RecordOutcome | Exception | None] = [None] * len(items)
+    outcomes: dict[int, RecordOutcome | Exception] = {}
     together, alone = _repeats_apart(items)
     if len(together) > 1 and connection.features.can_return_rows_from_bulk_insert:
-        for attempt in (1, 2):
-            try:
-                with transaction.atomic():
-                    grouped = _record_group([items[i] for i in together])
-            except Exception as error:
-                if isinstance(error, OperationalError):
-                    connection.close()  # the next statement starts on a sound connection
-                INGEST_GROUPS_SPLIT.labels(reason=type(error).__name__).inc()
-                stored: set[int] = set()
-                if attempt == 1 and _is_repeat(error):
-                    stored = _stored_before(items, together)
-                if stored and len(together) - len(stored) > 1:
-                    alone += sorted(stored)
-                    together = [i for i in together if i not in stored]
-                    continue
-                alone += together
-                break
-            for index, outcome in zip(together, grouped, strict=True):
-                outcomes[index] = outcome
-            break
+        grouped, left = _record_together(items, together)
+        outcomes.update(grouped)
+        alone += left
     else:
         alone += together
     record = reconnecting(observations_record, name="ingest-writer")
@@ -306,7 +289,35 @@ def observations_record_group(
             )
         except Exception as error:
             outcomes[index] = error
-    return [outcome for outcome in outcomes if outcome is not None]
+    # Every item has its outcome (a KeyError here would fail them all, never shift them).
+    return [outcomes[index] for index in range(len(items))]
+
+
+def _record_together(
+    items: Sequence[MessageToRecord], together: list[int]
+) -> tuple[dict[int, RecordOutcome], list[int]]:
+    """Store the items ``together`` in one transaction: (their outcomes by index, the indexes
+    left to store alone). A group that failed because some of its messages were stored before
+    (retries) is tried once more without them; on any other failure nothing is stored."""
+    alone: list[int] = []
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                grouped = _record_group([items[i] for i in together])
+        except Exception as error:
+            if isinstance(error, OperationalError):
+                connection.close()  # the next statement starts on a sound connection
+            INGEST_GROUPS_SPLIT.labels(reason=type(error).__name__).inc()
+            stored: set[int] = set()
+            if attempt == 1 and _is_repeat(error):
+                stored = _stored_before(items, together)
+            if not stored or len(together) - len(stored) < 2:
+                return {}, alone + together
+            alone += sorted(stored)
+            together = [i for i in together if i not in stored]
+            continue
+        return dict(zip(together, grouped, strict=True)), alone
+    raise AssertionError("unreachable: the second attempt returns")
 
 
 def _repeats_apart(items: Sequence[MessageToRecord]) -> tuple[list[int], list[int]]:

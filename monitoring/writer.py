@@ -76,11 +76,8 @@ class GroupWriter:
         self._waiting: deque[_Waiting] = deque()
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @staticmethod
-    def lanes() -> int:
         wanted = int(getattr(settings, "INGEST_WRITE_LANES", 2))
-        return max(1, min(wanted, writer_threads.workers()))
+        self.lanes = max(1, min(wanted, writer_threads.workers()))
 
     async def record(self, item: MessageToRecord, after_commit: AfterCommit) -> RecordOutcome:
         """Store ``item`` (alone or in a group) and return its outcome once committed; raise
@@ -93,8 +90,7 @@ class GroupWriter:
         return await future
 
     def _start(self) -> None:
-        lanes = self.lanes()
-        while self._waiting and self._busy < lanes:
+        while self._waiting and self._busy < self.lanes:
             group = self._take()
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._store(group))

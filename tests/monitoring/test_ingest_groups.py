@@ -26,7 +26,6 @@ from monitoring.services import (
     RecordOutcome,
     device_token_issue,
     message_digest,
-    observations_record,
     observations_record_group,
 )
 from monitoring.writer import GroupWriter, _Waiting, group_writer
@@ -74,15 +73,6 @@ def _item(token: str, body: bytes) -> MessageToRecord:
         message=message_parse(body=body, now=now),
         body_digest=message_digest(body),
         now=now,
-    )
-
-
-def _alone(item: MessageToRecord) -> RecordOutcome:
-    return observations_record(
-        token_digest=item.token_digest,
-        message=item.message,
-        body_digest=item.body_digest,
-        now=item.now,
     )
 
 
@@ -155,7 +145,7 @@ def test_a_group_stores_each_message_in_one_transaction_as_it_would_alone() -> N
 def test_a_retry_in_a_group_gets_the_original_answer_and_the_others_are_stored() -> None:
     first, second, third = _bedside(), _bedside(), _bedside()
     body = _body("m-1", (1, 71))
-    original = _alone(_item(first.token, body))
+    [original] = _outcomes([_item(first.token, body)])  # alone
     splits = _splits("IntegrityError")
 
     outcomes = _outcomes(
